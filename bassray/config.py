@@ -1,0 +1,229 @@
+"""Typed configuration for every stage, loaded from YAML presets in ``bassray/configs/``.
+
+``load_config("tiny")`` or ``load_config("path/to/my.yaml")`` returns a :class:`Config`; dotted
+overrides such as ``["unet.base_channels=32"]`` change single fields without a new file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = 44100
+    channels: int = 2
+
+
+@dataclass
+class DataConfig:
+    # Which stem the model learns to generate; everything else is conditioning.
+    target_stem: str = "bass"
+    segment_seconds: float = 60.0
+    shard_target_mb: float = 256.0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    crop_seconds: float = 1.5
+    crops_per_segment: int = 8
+    # A crop whose target stem is quieter than this (RMS, dBFS) counts as silent and is dropped.
+    silence_db: float = -45.0
+    # How many random stem-subset mixes per track the latent encoder writes (K in DESIGN.md).
+    latent_mixes_per_track: int = 4
+    synth_song_seconds: float = 30.0
+    # Length tolerance between stems of one track at ingest, in seconds.
+    stem_length_tolerance_s: float = 0.5
+
+
+@dataclass
+class AutoencoderConfig:
+    latent_dim: int = 64
+    n_fft: int = 1024
+    hop_length: int = 256
+    # Channels of the residual blocks at each time resolution; len(downsample_factors) + 1 entries.
+    channels: list[int] = field(default_factory=lambda: [512, 512, 512, 512, 512])
+    downsample_factors: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    blocks_per_stage: int = 2
+    kernel_size: int = 3
+    log_eps: float = 1e-5
+
+
+@dataclass
+class CriticConfig:
+    channels: list[int] = field(default_factory=lambda: [256, 256, 256])
+    n_mels: int = 128
+    kernel_size: int = 3
+
+
+@dataclass
+class AutoencoderTrainConfig:
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    max_steps: int = 500_000
+    rec_weight: float = 25.0
+    mssd_weight: float = 0.002
+    adv_weight: float = 1.0
+    mssd_hops: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 2048, 4096])
+    # Critics join after this many generator steps: adversarial loss on an untrained decoder is noise.
+    adversarial_start_step: int = 0
+    log_every: int = 50
+    eval_every: int = 2000
+    checkpoint_every: int = 2000
+
+
+@dataclass
+class UNetConfig:
+    base_channels: int = 256
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2, 4])
+    blocks_per_level: int = 2
+    # Levels (0 = full resolution) that get self-attention with Dynamic Positional Bias.
+    attention_levels: list[int] = field(default_factory=lambda: [2, 3])
+    num_heads: int = 8
+    time_embed_dim: int = 64
+    dpb_hidden: int = 64
+    kernel_size: int = 3
+    dropout: float = 0.0
+
+
+@dataclass
+class DiffusionTrainConfig:
+    batch_size: int = 128
+    learning_rate: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.01
+    max_steps: int = 500_000
+    crop_frames: int = 256
+    cond_dropout: float = 0.15
+    ema_decay: float = 0.999
+    log_every: int = 50
+    eval_every: int = 5000
+    checkpoint_every: int = 5000
+
+
+@dataclass
+class SamplerConfig:
+    steps: int = 64
+    cfg_weight: float = 1.0
+    rescale_phi: float = 0.0
+
+
+@dataclass
+class DistributedConfig:
+    num_workers: int = 1
+    cpus_per_worker: float = 0.5
+    use_gpu: bool = False
+    zero_stage: int = 1
+    # "auto" = bf16 on GPU, fp32 on CPU; or "fp32" / "bf16".
+    precision: str = "auto"
+
+
+@dataclass
+class Config:
+    name: str = "paper"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    mix_autoencoder: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(latent_dim=64))
+    bass_autoencoder: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(latent_dim=32))
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    autoencoder_training: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion_training: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def autoencoder_for(self, stem: str) -> AutoencoderConfig:
+        """The autoencoder config for a stem kind: 'mix' or the target stem."""
+        if stem == "mix":
+            return self.mix_autoencoder
+        if stem == self.data.target_stem:
+            return self.bass_autoencoder
+        raise ValueError(f"unknown stem kind {stem!r}: use 'mix' or {self.data.target_stem!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, for experiment-tracker params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.to_dict())
+        return out
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown config keys at {where or 'top level'}: {sorted(unknown)}; "
+                         f"valid keys are {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            base = dataclasses.asdict(getattr(cls(), key))
+            base.update(value or {})
+            kwargs[key] = _build(typ, base, f"{where}.{key}".strip("."))
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    return _build(Config, data, "")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_value(value)
+    return data
+
+
+def load_config(name_or_path: str | Path = "tiny", overrides: list[str] | None = None) -> Config:
+    """Load a preset by name (``tiny``, ``paper``) or a YAML file, then apply dotted overrides."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no config {name_or_path!r}: give a YAML path or one of {presets}")
+    data = yaml.safe_load(path.read_text()) or {}
+    data = apply_overrides(data, list(overrides or []))
+    return config_from_dict(data)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(config.to_dict(), indent=2))
+
+
+def load_config_json(path: str | Path) -> Config:
+    return config_from_dict(json.loads(Path(path).read_text()))
