@@ -1,0 +1,105 @@
+"""Latent shards (DESIGN.md §3): per track, up to K mix latents ``[K, Dx, L]`` (each the encoding of
+a random non-empty subset of the non-target stems) and the target-stem latent ``[Dy, L]``, fp16,
+as WebDataset members ``<key>.mix_latents.npy``, ``<key>.target_latent.npy``, ``<key>.json``.
+Beside them ``latent_stats.json`` holds per-channel mean and std over the training split."""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+STATS_FILE = "latent_stats.json"
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def npy_load(blob: bytes | np.ndarray) -> np.ndarray:
+    if isinstance(blob, np.ndarray):
+        return blob
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+@dataclass
+class LatentStats:
+    """Per-channel statistics; the diffusion model sees ``(latent - mean) / std``."""
+    mix_mean: list[float]
+    mix_std: list[float]
+    target_mean: list[float]
+    target_std: list[float]
+
+    def normalize_mix(self, x: np.ndarray) -> np.ndarray:   # [..., Dx, L]
+        return (x - np.asarray(self.mix_mean, np.float32)[:, None]) / np.asarray(self.mix_std, np.float32)[:, None]
+
+    def normalize_target(self, y: np.ndarray) -> np.ndarray:  # [..., Dy, L]
+        return (y - np.asarray(self.target_mean, np.float32)[:, None]) / np.asarray(self.target_std, np.float32)[:, None]
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / STATS_FILE
+        path.write_text(json.dumps(asdict(self), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "LatentStats":
+        path = Path(directory) / STATS_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"no {STATS_FILE} in {directory}: run jobs/encode_latents.py first")
+        return cls(**json.loads(path.read_text()))
+
+
+class RunningChannelStats:
+    """Streaming per-channel mean/std (sums in float64) over ``[D, L]`` arrays."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total: np.ndarray | None = None
+        self.total_sq: np.ndarray | None = None
+
+    def add(self, latent: np.ndarray) -> None:  # [..., D, L]
+        x = np.asarray(latent, np.float64)
+        x = np.moveaxis(x, -2, 0).reshape(x.shape[-2], -1)  # [D, N]
+        if self.total is None:
+            self.total, self.total_sq = np.zeros(x.shape[0]), np.zeros(x.shape[0])
+        self.total += x.sum(1)
+        self.total_sq += np.square(x).sum(1)
+        self.count += x.shape[1]
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        if not self.count:
+            raise ValueError("no latents seen: the training split is empty")
+        mean = self.total / self.count
+        std = np.sqrt(np.maximum(self.total_sq / self.count - mean**2, 0.0)) + 1e-5
+        return mean.tolist(), std.tolist()
+
+
+def compute_stats(rows: Iterable[tuple[np.ndarray, np.ndarray]]) -> LatentStats:
+    """Stats over (mix_latents [K, Dx, L], target_latent [Dy, L]) rows."""
+    mix, target = RunningChannelStats(), RunningChannelStats()
+    for mix_latents, target_latent in rows:
+        mix.add(mix_latents)
+        target.add(target_latent)
+    mix_mean, mix_std = mix.mean_std()
+    target_mean, target_std = target.mean_std()
+    return LatentStats(mix_mean, mix_std, target_mean, target_std)
+
+
+def latent_crop_pairs(mix_latents: np.ndarray, target_latent: np.ndarray, crop_frames: int,
+                      n_crops: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Random aligned crops: each picks one of the K mixes. Tracks shorter than a crop are skipped."""
+    length = target_latent.shape[-1]
+    if length < crop_frames:
+        return []
+    pairs = []
+    for _ in range(n_crops):
+        k = int(rng.integers(mix_latents.shape[0]))
+        start = int(rng.integers(0, length - crop_frames + 1))
+        pairs.append((mix_latents[k, :, start:start + crop_frames].astype(np.float32),
+                      target_latent[:, start:start + crop_frames].astype(np.float32)))
+    return pairs

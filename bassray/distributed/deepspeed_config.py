@@ -1,0 +1,42 @@
+"""DeepSpeed engine configs built from bassray's typed config (ZeRO stage and precision)."""
+from __future__ import annotations
+
+from typing import Any
+
+from bassray.config import DistributedConfig
+
+
+def resolve_precision(dist: DistributedConfig, use_gpu: bool) -> str:
+    """"auto" is bf16 on GPU and fp32 on CPU (fp16 does not run on DeepSpeed's CPU accelerator)."""
+    precision = dist.precision
+    if precision == "auto":
+        return "bf16" if use_gpu else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"distributed.precision must be auto, fp32 or bf16, not {precision!r}")
+    return precision
+
+
+def deepspeed_config(dist: DistributedConfig, *, global_batch: int, num_workers: int, lr: float,
+                     betas: list[float], weight_decay: float = 0.0, use_gpu: bool = False,
+                     gradient_clipping: float = 1.0) -> dict[str, Any]:
+    """An engine config with Adam(W) from DeepSpeed's torch path (no fused/CPU-Adam op to compile)."""
+    if dist.zero_stage not in (0, 1, 2):
+        # Stage 3 shards parameters; exporting bundles from it needs a gather we do not do yet.
+        raise ValueError(f"distributed.zero_stage must be 0, 1 or 2, not {dist.zero_stage}")
+    if global_batch % num_workers:
+        raise ValueError(f"batch size {global_batch} is not divisible by {num_workers} workers: "
+                         f"change the batch size or the worker count")
+    precision = resolve_precision(dist, use_gpu)
+    return {
+        "train_batch_size": global_batch,
+        "train_micro_batch_size_per_gpu": global_batch // num_workers,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": gradient_clipping,
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": lr, "betas": list(betas), "eps": 1e-8, "weight_decay": weight_decay,
+            "torch_adam": True}},
+        "zero_optimization": {"stage": dist.zero_stage},
+        "bf16": {"enabled": precision == "bf16"},
+        "steps_per_print": 10**9,  # bassray logs itself; keep DeepSpeed's own prints quiet
+        "wall_clock_breakdown": False,
+    }

@@ -1,0 +1,83 @@
+"""Ray Data over latent shards: random aligned (mix, target) crops, normalised with the stored
+statistics, for the diffusion stage."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from bassray.config import Config
+from bassray.data.latents import LatentStats, latent_crop_pairs, npy_load
+
+log = logging.getLogger(__name__)
+
+
+def list_latent_shards(latent_dir: str | Path, split: str) -> list[str]:
+    paths = sorted(str(p) for p in (Path(latent_dir) / split).glob("*.tar"))
+    if not paths:
+        raise FileNotFoundError(f"no {split!r} latent shards under {latent_dir}/{split}: "
+                                f"run jobs/encode_latents.py first")
+    return paths
+
+
+# Counts rows seen by this process, so a track re-read in a later epoch gets other crops.
+_ROWS_SEEN = {"n": 0}
+
+
+class LatentCropper:
+    """Row -> several normalised crops, seeded by (seed, key, rows this process has seen)."""
+
+    def __init__(self, stats: LatentStats, crop_frames: int, crops_per_track: int, seed: int):
+        self.stats = stats
+        self.crop_frames = crop_frames
+        self.crops_per_track = crops_per_track
+        self.seed = seed
+
+    def __call__(self, row: dict) -> list[dict]:
+        key = str(row.get("__key__", ""))
+        digest = hashlib.sha256(f"{self.seed}:{key}:{_ROWS_SEEN['n']}".encode()).digest()
+        _ROWS_SEEN["n"] += 1
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
+        try:
+            mix = npy_load(row["mix_latents.npy"])
+            target = npy_load(row["target_latent.npy"])
+        except Exception as exc:  # a corrupt member loses one track, not the run
+            log.warning("skipping corrupt latent sample %s: %s", key, exc)
+            return []
+        pairs = latent_crop_pairs(mix, target, self.crop_frames, self.crops_per_track, rng)
+        return [{"mix": self.stats.normalize_mix(m).astype(np.float32),
+                 "target": self.stats.normalize_target(t).astype(np.float32)} for m, t in pairs]
+
+
+def latent_pairs_dataset(latent_dir: str | Path, split: str, config: Config, seed: int = 0,
+                         crop_frames: int | None = None) -> ray.data.Dataset:
+    stats = LatentStats.load(latent_dir)
+    paths = list_latent_shards(latent_dir, split)
+    frames = crop_frames or config.diffusion_training.crop_frames
+    dataset = ray.data.read_webdataset(paths, decoder=None, shuffle="files")
+    cropper = LatentCropper(stats, frames, config.data.crops_per_segment, seed)
+    return dataset.flat_map(cropper).randomize_block_order()
+
+
+def load_latent_pairs(latent_dir: str | Path, split: str, crop_frames: int, limit: int,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, small set of normalised held-out crops without Ray (for validation losses)."""
+    from bassray.data.shards import iter_shard_members
+    stats = LatentStats.load(latent_dir)
+    rng = np.random.default_rng(seed)
+    mixes, targets = [], []
+    for path in list_latent_shards(latent_dir, split):
+        for _, columns in iter_shard_members(path):
+            pairs = latent_crop_pairs(npy_load(columns["mix_latents.npy"]),
+                                      npy_load(columns["target_latent.npy"]), crop_frames, 1, rng)
+            for m, t in pairs:
+                mixes.append(stats.normalize_mix(m))
+                targets.append(stats.normalize_target(t))
+            if len(mixes) >= limit:
+                return np.stack(mixes), np.stack(targets)
+    if not mixes:
+        raise ValueError(f"no {split} latent track is {crop_frames} frames long: lower the crop length")
+    return np.stack(mixes), np.stack(targets)

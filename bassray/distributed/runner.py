@@ -1,0 +1,108 @@
+"""What both training stages share: launching a TorchTrainer, step-based batch streams,
+DeepSpeed checkpoints through ``ray.train.report`` and resuming from them."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+
+
+def bassray_home(root: str | Path | None = None) -> Path:
+    """Where runs, bundles and the local MLflow store live: ``--root``, ``$BASSRAY_HOME`` or
+    ``~/bassray``. Absolute, because ``ray job submit`` runs the driver in a temporary folder."""
+    path = Path(root or os.environ.get("BASSRAY_HOME") or Path.home() / "bassray").expanduser()
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Join a running cluster (RAY_ADDRESS / ray job submit) or start a local one."""
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, num_cpus=None if address else num_cpus,
+                 include_dashboard=False if not address else None,
+                 log_to_driver=True, ignore_reinit_error=True)
+
+
+def infinite_batches(dataset_name: str, batch_size: int, dtypes: dict[str, torch.dtype],
+                     shuffle_buffer: int = 0, device: torch.device | None = None
+                     ) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches from this worker's dataset shard forever, epoch after epoch. Training counts steps,
+    not epochs, so every rank takes the same number of steps (``report`` is a barrier)."""
+    shard = ray.train.get_dataset_shard(dataset_name)
+    epoch = 0
+    while True:
+        got_any = False
+        for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=dtypes, device=device,
+                                              drop_last=True,
+                                              local_shuffle_buffer_size=shuffle_buffer or None):
+            got_any = True
+            yield batch
+        if not got_any:
+            raise RuntimeError(f"the {dataset_name!r} dataset produced no batch of {batch_size}: "
+                               "too few shards, or every crop was silent; add data or lower the batch size")
+        epoch += 1
+        log.info("dataset %s: epoch %d done", dataset_name, epoch)
+
+
+def save_checkpoint_and_report(engines: dict[str, Any], state: dict[str, Any],
+                               metrics: dict[str, float], extra: Callable[[Path], None] | None = None
+                               ) -> None:
+    """Every rank saves its DeepSpeed engine files, then all report one checkpoint (Ray merges them)."""
+    rank = ray.train.get_context().get_world_rank()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, engine in engines.items():
+            engine.save_checkpoint(os.path.join(tmp, name), tag="latest")
+        if rank == 0:
+            Path(tmp, STATE_FILE).write_text(json.dumps(state))
+            if extra is not None:
+                extra(Path(tmp))
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+
+
+def restore_checkpoint(engines: dict[str, Any]) -> dict[str, Any] | None:
+    """Load the latest reported checkpoint into the engines; its saved state, or None for a new run."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        for name, engine in engines.items():
+            engine.load_checkpoint(os.path.join(directory, name), tag="latest")
+        state = json.loads(Path(directory, STATE_FILE).read_text())
+    log.info("resumed from checkpoint at step %s", state.get("step"))
+    return state
+
+
+def launch(train_fn: Callable[[dict], None], loop_config: dict[str, Any], datasets: dict[str, Any],
+           *, run_name: str, storage_path: str, num_workers: int, use_gpu: bool,
+           cpus_per_worker: float, max_failures: int = 2):
+    """Run ``train_fn`` on ``num_workers`` Ray Train workers. Running again with the same
+    ``run_name`` and ``storage_path`` resumes from the latest checkpoint."""
+    resources = {"CPU": cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=run_name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets=datasets,
+    )
+    return trainer.fit()

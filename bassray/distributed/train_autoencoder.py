@@ -1,0 +1,200 @@
+"""Stage 1 on Ray Train: an autoencoder and its two critics as two DeepSpeed engines, fed 1.5 s
+crops by Ray Data, tracked in MLflow on rank 0, checkpointed and resumable."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import torch
+
+from bassray.config import Config, config_from_dict
+from bassray.distributed.deepspeed_config import deepspeed_config, resolve_precision
+from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch,
+                                        restore_checkpoint, save_checkpoint_and_report)
+from bassray.distributed.tracking import RunTracker, default_tracking_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    run_name: str
+    checkpoint_path: str
+    bundle_dir: Path
+    mlflow_run_id: str
+    model_version: str
+    metrics: dict[str, Any]
+
+
+def write_registry_note(bundle_dir: Path, model_name: str, version: str, run_id: str) -> None:
+    """Record in the bundle which MLflow model version it is, so later stages can cite it."""
+    (Path(bundle_dir) / "registry.json").write_text(json.dumps(
+        {"model_name": model_name, "version": version, "run_id": run_id}))
+
+
+def _eval_crops(config: Config, data_dir: str, stem: str, count: int = 4) -> np.ndarray | None:
+    """A fixed set of held-out crops (validation split) for reconstruction metrics and examples."""
+    from bassray.data.eval_crops import held_out_crops
+    try:
+        return held_out_crops(config, data_dir, stem, count=count, split="val")
+    except FileNotFoundError:
+        log.warning("no validation shards in %s: skipping reconstruction examples", data_dir)
+        return None
+
+
+@torch.no_grad()
+def evaluate_reconstruction(model: torch.nn.Module, crops: torch.Tensor, hops: list[int]
+                            ) -> tuple[dict[str, float], torch.Tensor]:
+    from bassray.train.autoencoder_losses import log_mel_l1, mssd
+    was_training = model.training
+    model.eval()
+    recon = model.decode(model.encode(crops), length=crops.shape[-1])
+    model.train(was_training)
+    metrics = {"val/log_mel_l1": float(log_mel_l1(crops, recon, model.sample_rate)),
+               "val/mssd": float(mssd(crops, recon, hops))}
+    return metrics, recon
+
+
+def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
+    import deepspeed
+
+    from bassray.audio import log_magnitude
+    from bassray.models.autoencoder import Autoencoder
+    from bassray.models.critics import Critics
+    from bassray.train.autoencoder_losses import critic_loss, generator_loss
+
+    config = config_from_dict(loop_config["config"])
+    stem = loop_config["stem"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    train_cfg = config.autoencoder_training
+    use_gpu = config.distributed.use_gpu
+    device = torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu")
+    torch.manual_seed(loop_config["seed"] + rank)
+
+    model = Autoencoder(config.autoencoder_for(stem), config.audio)
+    critics = Critics(config.critic, config.audio)
+    engine_cfg = dict(dist=config.distributed, global_batch=train_cfg.batch_size, num_workers=world,
+                      lr=train_cfg.learning_rate, betas=train_cfg.betas, use_gpu=use_gpu)
+    ae_engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                              config=deepspeed_config(**engine_cfg))
+    critic_engine, _, _, _ = deepspeed.initialize(model=critics, model_parameters=critics.parameters(),
+                                                  config=deepspeed_config(**engine_cfg))
+    engines = {"autoencoder": ae_engine, "critics": critic_engine}
+    state = restore_checkpoint(engines) or {"step": 0}
+    start_step = int(state["step"])
+    dtype = torch.bfloat16 if resolve_precision(config.distributed, use_gpu) == "bf16" else torch.float32
+
+    tracker = None
+    eval_crops = None
+    if rank == 0:
+        tracker = RunTracker(loop_config["tracking_uri"], loop_config["experiment"],
+                             loop_config["run_name"], loop_config["artifact_root"],
+                             tags={"stage": "autoencoder", "stem": stem, "config": config.name})
+        tracker.log_params({**config.flat(), "stem": stem, "num_workers": world,
+                            "parameters": sum(p.numel() for p in model.parameters())})
+        crops = _eval_crops(config, loop_config["data_dir"], stem)
+        eval_crops = torch.from_numpy(crops).to(device) if crops is not None else None
+
+    micro_batch = train_cfg.batch_size // world
+    batches = infinite_batches("train", micro_batch, {"audio": torch.float32},
+                               shuffle_buffer=4 * micro_batch, device=device)
+    window_start, window_crops = time.perf_counter(), 0
+    metrics: dict[str, float] = {}
+    for step in range(start_step, train_cfg.max_steps):
+        wav = next(batches)["audio"].to(dtype)  # [B, C, T]
+        adversarial = step >= train_cfg.adversarial_start_step
+
+        # Generator step: critics frozen and called through .module (NOTES-stack: two-engine pattern).
+        critics.requires_grad_(False)
+        loss, metrics, fake = generator_loss(ae_engine, critic_engine.module, wav, train_cfg,
+                                             adversarial=adversarial)
+        ae_engine.backward(loss)
+        ae_engine.step()
+        if adversarial:
+            critics.requires_grad_(True)
+            c_loss, c_metrics = critic_loss(critic_engine, wav, fake.detach())
+            critic_engine.backward(c_loss)
+            critic_engine.step()
+            metrics.update(c_metrics)
+        window_crops += wav.shape[0] * world
+        done = step + 1
+
+        if tracker is not None and (done % train_cfg.log_every == 0 or done == train_cfg.max_steps):
+            elapsed = time.perf_counter() - window_start
+            metrics.update({"crops_per_s": window_crops / max(elapsed, 1e-9),
+                            "lr": ae_engine.get_lr()[0]})
+            tracker.log_metrics(metrics, step=done)
+            log.info("step %d/%d %s", done, train_cfg.max_steps,
+                     " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+            window_start, window_crops = time.perf_counter(), 0
+        if tracker is not None and eval_crops is not None and (
+                done % train_cfg.eval_every == 0 or done == train_cfg.max_steps):
+            val_metrics, recon = evaluate_reconstruction(ae_engine.module, eval_crops.to(dtype),
+                                                         train_cfg.mssd_hops)
+            tracker.log_metrics(val_metrics, step=done)
+            rate = config.audio.sample_rate
+            for i in range(min(2, recon.shape[0])):
+                tracker.log_audio(f"recon{i}", recon[i].float().cpu().numpy(), rate, done)
+                tracker.log_audio(f"orig{i}", eval_crops[i].float().cpu().numpy(), rate, done)
+            ae_cfg = config.autoencoder_for(stem)
+            tracker.log_spectrograms("recon", {
+                "original": log_magnitude(eval_crops[0].float().mean(0), ae_cfg.n_fft, ae_cfg.hop_length).cpu().numpy(),
+                "reconstruction": log_magnitude(recon[0].float().mean(0), ae_cfg.n_fft, ae_cfg.hop_length).cpu().numpy(),
+            }, done)
+            metrics.update(val_metrics)
+        if done % train_cfg.checkpoint_every == 0 or done == train_cfg.max_steps:
+            save_checkpoint_and_report(engines, {"stage": "autoencoder", "step": done, "stem": stem,
+                                        "config": loop_config["config"]},
+                                       {"step": done, **{k: float(v) for k, v in metrics.items()}})
+    if tracker is not None:
+        tracker.log_metrics({"final_step": float(train_cfg.max_steps)}, step=train_cfg.max_steps)
+
+
+def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_workers: int | None = None,
+                      use_gpu: bool | None = None, run_name: str | None = None,
+                      root: str | Path | None = None, seed: int = 0,
+                      experiment: str = "bassray-autoencoders") -> StageResult:
+    """Train (or resume) one autoencoder; export, log and register its bundle. Runs on the current
+    Ray cluster, or a local one."""
+    from bassray.distributed.datasets import autoencoder_dataset
+    from bassray.train.export import export_checkpoint
+
+    home = bassray_home(root)
+    if num_workers is not None:
+        config.distributed.num_workers = num_workers
+    if use_gpu is not None:
+        config.distributed.use_gpu = use_gpu
+    config.autoencoder_for(stem)  # validates the stem kind early
+    run_name = run_name or f"autoencoder-{stem}-{config.name}"
+    data_dir = str(Path(data_dir).resolve()) if "://" not in str(data_dir) else str(data_dir)
+    ensure_ray()
+    tracking_uri = default_tracking_uri(home)
+    loop_config = {"config": config.to_dict(), "stem": stem, "seed": seed, "data_dir": data_dir,
+                   "tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name,
+                   "artifact_root": str(home / "mlartifacts")}
+    dataset = autoencoder_dataset(data_dir, "train", stem, config, seed=seed)
+    result = launch(autoencoder_train_loop, loop_config, {"train": dataset}, run_name=run_name,
+                    storage_path=str(home / "ray_results"),
+                    num_workers=config.distributed.num_workers, use_gpu=config.distributed.use_gpu,
+                    cpus_per_worker=config.distributed.cpus_per_worker)
+    if result.error is not None:
+        raise RuntimeError(f"autoencoder training {run_name!r} failed: {result.error}") from result.error
+    bundle_dir = home / "bundles" / run_name
+    with result.checkpoint.as_directory() as checkpoint_dir:
+        export_checkpoint(checkpoint_dir, bundle_dir)
+    tracker = RunTracker(tracking_uri, experiment, run_name, str(home / "mlartifacts"))
+    version = tracker.register_bundle(bundle_dir, f"bassray-{stem}-autoencoder",
+                                      tags={"config": config.name, "stem": stem})
+    tracker.finish()
+    write_registry_note(bundle_dir, f"bassray-{stem}-autoencoder", version, tracker.run_id)
+    log.info("bundle: %s (MLflow model bassray-%s-autoencoder v%s)", bundle_dir, stem, version)
+    return StageResult(run_name, result.checkpoint.path, bundle_dir, tracker.run_id, version,
+                       dict(result.metrics or {}))

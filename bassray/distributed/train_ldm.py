@@ -1,0 +1,198 @@
+"""Stage 2 on Ray Train: the conditional latent diffusion U-Net as a DeepSpeed engine fed latent
+crops by Ray Data, with EMA weights, MLflow tracking on rank 0, checkpoints and resume."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import torch
+
+from bassray.config import Config, config_from_dict
+from bassray.distributed.deepspeed_config import deepspeed_config
+from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch,
+                                        restore_checkpoint, save_checkpoint_and_report)
+from bassray.distributed.tracking import RunTracker, default_tracking_uri
+from bassray.distributed.train_autoencoder import StageResult
+
+log = logging.getLogger(__name__)
+
+EMA_FILE = "ema.pt"
+
+
+def autoencoder_versions(mix_bundle: str | Path, target_bundle: str | Path) -> dict[str, str]:
+    """Which registered autoencoder versions a diffusion model belongs to (from their registry.json)."""
+    out = {}
+    for role, bundle in (("mix_autoencoder", mix_bundle), ("target_autoencoder", target_bundle)):
+        note = Path(bundle) / "registry.json"
+        out[role] = str(bundle)
+        if note.exists():
+            info = json.loads(note.read_text())
+            out[f"{role}_version"] = f"{info['model_name']}/{info['version']}"
+    return out
+
+
+def _log_generated_example(tracker: RunTracker, ema_model: torch.nn.Module, loop_config: dict,
+                           config: Config, mix: torch.Tensor, step: int) -> None:
+    """Generate a bass line for one held-out mix crop with the EMA weights; log audio + spectrogram."""
+    from bassray.audio import log_magnitude
+    from bassray.inference import BassGenerator
+    generator = BassGenerator.from_parts(ema_model, loop_config["mix_bundle"], loop_config["target_bundle"],
+                                         loop_config["latent_dir"], config)
+    latent = generator.sample_latents(mix[:1], steps=config.sampler.steps, cfg_weight=[1.0],
+                                      rescale_phi=[0.0], seeds=[step])
+    audio = generator.decode_target(latent)[0]  # [C, T]
+    mix_audio = generator.decode_mix(mix[:1])[0]
+    rate = config.audio.sample_rate
+    tracker.log_audio("generated_bass", audio, rate, step)
+    tracker.log_audio("conditioning_mix_decoded", mix_audio, rate, step)
+    spec = lambda a: log_magnitude(torch.from_numpy(a).mean(0), 1024, 256).numpy()  # noqa: E731
+    tracker.log_spectrograms("generated", {"conditioning mix": spec(mix_audio),
+                                           "generated bass": spec(audio)}, step)
+
+
+def ldm_train_loop(loop_config: dict[str, Any]) -> None:
+    import deepspeed
+
+    from bassray.diffusion.schedule import v_loss
+    from bassray.distributed.latent_datasets import load_latent_pairs
+    from bassray.models.unet1d import UNet1d
+    from bassray.train.ema import EMA
+
+    config = config_from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    train_cfg = config.diffusion_training
+    use_gpu = config.distributed.use_gpu
+    device = torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu")
+    torch.manual_seed(loop_config["seed"] + rank)
+
+    model = UNet1d(config.unet, config.bass_autoencoder.latent_dim, config.mix_autoencoder.latent_dim)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=model.parameters(),
+        config=deepspeed_config(config.distributed, global_batch=train_cfg.batch_size, num_workers=world,
+                                lr=train_cfg.learning_rate, betas=train_cfg.betas,
+                                weight_decay=train_cfg.weight_decay, use_gpu=use_gpu))
+    state = restore_checkpoint({"unet": engine})
+    ema = EMA(engine.module, train_cfg.ema_decay)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            ema.load_state_dict(torch.load(Path(directory) / EMA_FILE, map_location=device))
+    start_step = int(state["step"]) if state else 0
+
+    tracker, val = None, None
+    if rank == 0:
+        tracker = RunTracker(loop_config["tracking_uri"], loop_config["experiment"], loop_config["run_name"],
+                             loop_config["artifact_root"], tags={"stage": "diffusion", "config": config.name})
+        tracker.log_params({**config.flat(), "num_workers": world,
+                            "parameters": sum(p.numel() for p in model.parameters()),
+                            **autoencoder_versions(loop_config["mix_bundle"], loop_config["target_bundle"])})
+        try:
+            mix, target = load_latent_pairs(loop_config["latent_dir"], "val", train_cfg.crop_frames, limit=32)
+            val = (torch.from_numpy(mix).to(device), torch.from_numpy(target).to(device))
+        except (FileNotFoundError, ValueError) as exc:
+            log.warning("no validation latents (%s): validation losses are skipped", exc)
+
+    micro = train_cfg.batch_size // world
+    batches = infinite_batches("train", micro, {"mix": torch.float32, "target": torch.float32},
+                               shuffle_buffer=8 * micro, device=device)
+    gen = torch.Generator(device=device).manual_seed(loop_config["seed"] * 1000 + rank + start_step)
+    window_start, window_crops = time.perf_counter(), 0
+    metrics: dict[str, float] = {}
+    for step in range(start_step, train_cfg.max_steps):
+        batch = next(batches)
+        loss, metrics = v_loss(engine, batch["target"], batch["mix"], generator=gen,
+                               cond_dropout=train_cfg.cond_dropout)
+        engine.backward(loss)
+        engine.step()
+        ema.update(engine.module)
+        window_crops += batch["target"].shape[0] * world
+        done = step + 1
+        if tracker is not None and (done % train_cfg.log_every == 0 or done == train_cfg.max_steps):
+            elapsed = time.perf_counter() - window_start
+            metrics.update({"crops_per_s": window_crops / max(elapsed, 1e-9), "lr": engine.get_lr()[0]})
+            tracker.log_metrics(metrics, step=done)
+            log.info("step %d/%d loss=%.4f", done, train_cfg.max_steps, metrics.get("loss", float("nan")))
+            window_start, window_crops = time.perf_counter(), 0
+        if tracker is not None and val is not None and (
+                done % train_cfg.eval_every == 0 or done == train_cfg.max_steps):
+            ema_model = copy.deepcopy(engine.module)
+            ema.copy_to(ema_model)
+            val_metrics = validation_losses(ema_model, *val, seed=0)
+            tracker.log_metrics(val_metrics, step=done)
+            metrics.update(val_metrics)
+            try:
+                _log_generated_example(tracker, ema_model, loop_config, config,
+                                       val[0], done)
+            except Exception as exc:  # an example is a nicety; never lose the run for it
+                log.warning("could not log a generated example: %s", exc)
+        if done % train_cfg.checkpoint_every == 0 or done == train_cfg.max_steps:
+            save_checkpoint_and_report(
+                {"unet": engine}, {"stage": "diffusion", "step": done, "config": loop_config["config"],
+                                   "latent_dir": loop_config["latent_dir"],
+                                   "mix_bundle": loop_config["mix_bundle"],
+                                   "target_bundle": loop_config["target_bundle"]},
+                {"step": done, **{k: float(v) for k, v in metrics.items()}},
+                extra=lambda d: torch.save(ema.state_dict(), d / EMA_FILE))
+
+
+@torch.no_grad()
+def validation_losses(model: torch.nn.Module, mix: torch.Tensor, target: torch.Tensor, seed: int = 0
+                      ) -> dict[str, float]:
+    """v-loss on held-out pairs with the true mix, the null condition and a mismatched mix (the
+    batch rolled by one), with the same noise and times, so the three are comparable."""
+    from bassray.diffusion.schedule import v_loss
+    model.eval()
+    out = {}
+    for name, cond in {"true": mix, "null": torch.zeros_like(mix),
+                       "mismatched": torch.roll(mix, 1, dims=0)}.items():
+        gen = torch.Generator(device=mix.device).manual_seed(seed)
+        loss, _ = v_loss(model, target, cond, generator=gen, cond_dropout=0.0)
+        out[f"val/v_loss_{name}_mix"] = float(loss)
+    return out
+
+
+def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, target_bundle: str | Path,
+              *, num_workers: int | None = None, use_gpu: bool | None = None, run_name: str | None = None,
+              root: str | Path | None = None, seed: int = 0, experiment: str = "bassray-diffusion"
+              ) -> StageResult:
+    """Train (or resume) the diffusion model; export, log and register the self-contained bundle."""
+    from bassray.distributed.latent_datasets import latent_pairs_dataset
+    from bassray.train.export import export_checkpoint
+
+    home = bassray_home(root)
+    if num_workers is not None:
+        config.distributed.num_workers = num_workers
+    if use_gpu is not None:
+        config.distributed.use_gpu = use_gpu
+    run_name = run_name or f"diffusion-{config.name}"
+    resolve = lambda p: str(Path(p).resolve())  # noqa: E731
+    ensure_ray()
+    tracking_uri = default_tracking_uri(home)
+    loop_config = {"config": config.to_dict(), "seed": seed, "latent_dir": resolve(latent_dir),
+                   "mix_bundle": resolve(mix_bundle), "target_bundle": resolve(target_bundle),
+                   "tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name,
+                   "artifact_root": str(home / "mlartifacts")}
+    dataset = latent_pairs_dataset(latent_dir, "train", config, seed=seed)
+    result = launch(ldm_train_loop, loop_config, {"train": dataset}, run_name=run_name,
+                    storage_path=str(home / "ray_results"), num_workers=config.distributed.num_workers,
+                    use_gpu=config.distributed.use_gpu, cpus_per_worker=config.distributed.cpus_per_worker)
+    if result.error is not None:
+        raise RuntimeError(f"diffusion training {run_name!r} failed: {result.error}") from result.error
+    bundle_dir = home / "bundles" / run_name
+    with result.checkpoint.as_directory() as checkpoint_dir:
+        export_checkpoint(checkpoint_dir, bundle_dir)
+    tracker = RunTracker(tracking_uri, experiment, run_name, str(home / "mlartifacts"))
+    version = tracker.register_bundle(bundle_dir, "bassray-diffusion", tags={
+        "config": config.name, **autoencoder_versions(mix_bundle, target_bundle)})
+    tracker.finish()
+    log.info("bundle: %s (MLflow model bassray-diffusion v%s)", bundle_dir, version)
+    return StageResult(run_name, result.checkpoint.path, bundle_dir, tracker.run_id, version,
+                       dict(result.metrics or {}))
