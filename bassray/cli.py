@@ -36,6 +36,46 @@ def cmd_data_ingest(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from bassray.train.export import export_checkpoint
+    print(export_checkpoint(args.checkpoint, args.output))
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    """Round-trip a file through an autoencoder bundle (encode, decode)."""
+    import torch
+
+    from bassray.audio import load_audio, write_audio
+    from bassray.inference import decode_chunked, encode_chunked
+    from bassray.train.bundle import load_autoencoder
+    autoencoder = load_autoencoder(args.bundle)
+    audio = load_audio(args.input, autoencoder.sample_rate, autoencoder.channels)
+    with torch.no_grad():
+        latent = encode_chunked(autoencoder, torch.from_numpy(audio)[None])
+        recon = decode_chunked(autoencoder, latent)[0, :, : audio.shape[-1]]
+    write_audio(args.output, recon, autoencoder.sample_rate)
+    print(f"{args.output}: latent {tuple(latent.shape[1:])} -> {recon.shape[-1]} samples "
+          f"at {autoencoder.sample_rate} Hz")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from bassray.generate import generate_command
+    return generate_command(args)
+
+
+def cmd_quickstart(args) -> int:
+    from bassray.quickstart import run_quickstart
+    summary = run_quickstart(_config(args), root=args.root, songs=args.songs, seed=args.seed,
+                             num_workers=args.num_workers)
+    width = max(len(k) for k in summary)
+    print("\nbassray quickstart finished. Where things are:")
+    for key, value in summary.items():
+        print(f"  {key:<{width}}  {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bassray", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -59,16 +99,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["musdb", "slakh", "folders"], required=True)
     _add_config(p)
     p.set_defaults(func=cmd_data_ingest)
+
+    p = sub.add_parser("export", help="turn a training checkpoint into a bundle")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint_* folder of a training run")
+    p.add_argument("-o", "--output", type=Path, required=True, help="bundle folder to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("reconstruct", help="round-trip audio through an autoencoder bundle")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("generate", help="generate a bass line for a mix")
+    p.add_argument("mix", type=Path, help="audio file of the mix (wav, flac, ogg, mp3)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="where to write the bass (.wav/.flac)")
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="diffusion bundle (default: the quickstart's, under $BASSRAY_HOME)")
+    p.add_argument("--style", type=Path, default=None, help="reference bass recording for its timbre")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: config, 64 in paper)")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance weight")
+    p.add_argument("--rescale", type=float, default=None, help="CFG rescale phi in [0, 1]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int, default=1, help="variations (seed, seed+1, ...)")
+    p.add_argument("--with-mix", type=Path, default=None, help="also write mix + generated bass here")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--bf16", action="store_true", help="run the U-Net in bfloat16")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("quickstart", help="every stage end to end on local Ray with synthetic songs")
+    p.add_argument("--root", default=None, help="output folder (default $BASSRAY_HOME or ~/bassray)")
+    p.add_argument("--songs", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=1)
+    _add_config(p)
+    p.set_defaults(func=cmd_quickstart)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bassray.audio import AudioReadError
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, AudioReadError) as exc:
         logging.getLogger("bassray").error("%s", exc)
         return 2
 

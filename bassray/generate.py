@@ -1,0 +1,69 @@
+"""``bassray generate``: a bass line for a mix file, written at the input's sample rate and length."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bassray.audio import conform, read_audio, write_audio
+from bassray.inference import BassGenerator, GenerationSettings
+
+log = logging.getLogger(__name__)
+
+
+def default_bundle() -> Path:
+    home = Path(os.environ.get("BASSRAY_HOME") or Path.home() / "bassray").expanduser()
+    candidates = sorted((home / "bundles").glob("*diffusion*"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"no diffusion bundle under {home}/bundles: run `bassray quickstart` "
+                                f"or pass --bundle")
+    return candidates[-1]
+
+
+def variation_path(path: Path, index: int, count: int) -> Path:
+    return path if count == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
+
+
+def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, steps: int,
+                   cfg_weight: float, rescale_phi: float, seed: int, num_samples: int = 1,
+                   style_path: Path | None = None, with_mix: Path | None = None) -> list[Path]:
+    mix, in_rate = read_audio(mix_path)
+    rate, channels = generator.sample_rate, generator.channels
+    style = None
+    if style_path is not None:
+        style_audio, style_rate = read_audio(style_path)
+        style = conform(style_audio, style_rate, rate, channels)
+    model_mix = conform(mix, in_rate, rate, channels)
+    settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi,
+                                   seed=seed + i, style_audio=style) for i in range(num_samples)]
+    with tqdm(total=steps, desc="DDIM", unit="step") as bar:
+        basses = generator.generate([model_mix] * num_samples, settings,
+                                    progress=lambda step, total: bar.update(1))
+    written = []
+    for i, bass in enumerate(basses):
+        # Back to the input's rate, channels and exact length.
+        out = conform(bass, rate, in_rate, mix.shape[0])
+        out = np.pad(out, ((0, 0), (0, max(0, mix.shape[1] - out.shape[1]))))[:, : mix.shape[1]]
+        written.append(write_audio(variation_path(output, i, num_samples), out, in_rate))
+        if with_mix is not None:
+            written.append(write_audio(variation_path(with_mix, i, num_samples), mix + out, in_rate))
+    return written
+
+
+def generate_command(args) -> int:
+    bundle = args.bundle or default_bundle()
+    generator = BassGenerator.from_bundle(bundle, device=args.device,
+                                          dtype=torch.bfloat16 if args.bf16 else torch.float32)
+    sampler = generator.config.sampler
+    paths = generate_files(
+        generator, args.mix, args.output, steps=args.steps or sampler.steps,
+        cfg_weight=sampler.cfg_weight if args.cfg is None else args.cfg,
+        rescale_phi=sampler.rescale_phi if args.rescale is None else args.rescale,
+        seed=args.seed, num_samples=args.num_samples, style_path=args.style, with_mix=args.with_mix)
+    for path in paths:
+        print(path)
+    return 0

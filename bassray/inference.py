@@ -1,0 +1,185 @@
+"""The one inference path, shared by ``bassray generate``, training examples and Ray Serve.
+
+A diffusion bundle is self-contained: the EMA U-Net, the latent statistics and copies of the two
+autoencoder bundles it was trained with (``mix_autoencoder/``, ``target_autoencoder/``).
+Long inputs are encoded and decoded in chunks, so autoencoder memory does not grow with length.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from bassray.config import Config
+from bassray.data.latents import LatentStats
+
+log = logging.getLogger(__name__)
+
+# Latent frames per autoencoder chunk, and context frames on each side (more than the
+# encoder/decoder receptive field, so chunked results match whole-signal ones closely).
+CHUNK_FRAMES = 128
+CONTEXT_FRAMES = 8
+
+
+@dataclass
+class GenerationSettings:
+    steps: int = 64
+    cfg_weight: float = 1.0
+    rescale_phi: float = 0.0
+    seed: int = 0
+    style_audio: np.ndarray | None = None  # [C, T] at the model's rate; None = no grounding
+
+
+def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, step: int, context: int,
+             out_scale: float) -> torch.Tensor:
+    """Apply a length-preserving-up-to-scale conv model to ``x [B, C, N]`` in overlapping chunks
+    of ``step`` (+ ``context`` each side) and stitch the centres; output length ``N * out_scale``."""
+    n = x.shape[-1]
+    if n <= step + 2 * context:
+        return fn(x)
+    pieces = []
+    for start in range(0, n, step):
+        lo, hi = max(0, start - context), min(n, start + step + context)
+        y = fn(x[..., lo:hi])
+        a = int(round((start - lo) * out_scale))
+        b = a + int(round((min(start + step, n) - start) * out_scale))
+        pieces.append(y[..., a:b])
+    return torch.cat(pieces, dim=-1)
+
+
+def encode_chunked(autoencoder: torch.nn.Module, audio: torch.Tensor) -> torch.Tensor:
+    """``[B, C, T]`` -> latent ``[B, D, ceil(T / hop)]``, in chunks of bounded memory."""
+    hop = autoencoder.hop_samples
+    padded = torch.nn.functional.pad(audio, (0, (-audio.shape[-1]) % hop))
+    return _chunked(autoencoder.encode, padded, CHUNK_FRAMES * hop, CONTEXT_FRAMES * hop, 1.0 / hop)
+
+
+def decode_chunked(autoencoder: torch.nn.Module, latent: torch.Tensor) -> torch.Tensor:
+    """Latent ``[B, D, L]`` -> audio ``[B, C, L * hop]``, in chunks of bounded memory."""
+    return _chunked(lambda c: autoencoder.decode(c), latent, CHUNK_FRAMES, CONTEXT_FRAMES,
+                    autoencoder.hop_samples)
+
+
+class BassGenerator:
+    """Generate a target-stem (bass) waveform for mixes, with per-request settings."""
+
+    def __init__(self, unet: torch.nn.Module, mix_autoencoder: torch.nn.Module,
+                 target_autoencoder: torch.nn.Module, stats: LatentStats, config: Config,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.unet = unet.to(self.device, dtype).eval()
+        self.mix_ae = mix_autoencoder.to(self.device).eval()
+        self.target_ae = target_autoencoder.to(self.device).eval()
+        self.stats = stats
+        self.config = config
+        self.sample_rate = config.audio.sample_rate
+        self.channels = config.audio.channels
+        self.hop = self.mix_ae.hop_samples
+        t = lambda v: torch.tensor(v, dtype=torch.float32, device=self.device)[:, None]  # noqa: E731
+        self._mix_mean, self._mix_std = t(stats.mix_mean), t(stats.mix_std)
+        self._tgt_mean, self._tgt_std = t(stats.target_mean), t(stats.target_std)
+        self._check_compatible()
+
+    def _check_compatible(self) -> None:
+        problems = []
+        if self.mix_ae.latent_dim != len(self.stats.mix_mean):
+            problems.append(f"mix autoencoder latent dim {self.mix_ae.latent_dim} != statistics {len(self.stats.mix_mean)}")
+        if self.target_ae.latent_dim != len(self.stats.target_mean):
+            problems.append(f"target autoencoder latent dim {self.target_ae.latent_dim} != statistics {len(self.stats.target_mean)}")
+        if self.mix_ae.sample_rate != self.target_ae.sample_rate or self.mix_ae.sample_rate != self.sample_rate:
+            problems.append(f"sample rates differ: mix AE {self.mix_ae.sample_rate}, target AE "
+                            f"{self.target_ae.sample_rate}, diffusion config {self.sample_rate}")
+        if problems:
+            raise ValueError("the diffusion bundle does not match its autoencoders: " + "; ".join(problems)
+                             + ". Use the autoencoder bundles the model was trained with.")
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_bundle(cls, bundle_dir: str | Path, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> "BassGenerator":
+        from bassray.train.diffusion_bundle import load_diffusion_bundle
+        unet, mix_ae, target_ae, stats, config = load_diffusion_bundle(bundle_dir)
+        return cls(unet, mix_ae, target_ae, stats, config, device, dtype)
+
+    @classmethod
+    def from_parts(cls, unet: torch.nn.Module, mix_bundle: str | Path, target_bundle: str | Path,
+                   latent_dir: str | Path, config: Config) -> "BassGenerator":
+        from bassray.train.bundle import load_autoencoder
+        device = next(unet.parameters()).device
+        return cls(unet, load_autoencoder(mix_bundle), load_autoencoder(target_bundle),
+                   LatentStats.load(latent_dir), config, device)
+
+    # -- latents -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_mix(self, audio: np.ndarray) -> torch.Tensor:
+        """``[C, T]`` audio -> normalised mix latent ``[Dx, ceil(T / hop)]``."""
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)[None]
+        return (encode_chunked(self.mix_ae, x)[0] - self._mix_mean) / self._mix_std
+
+    @torch.no_grad()
+    def style_mean(self, audio: np.ndarray) -> torch.Tensor:
+        """Time-average of a reference recording's normalised target latent: ``[Dy]``."""
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)[None]
+        return ((encode_chunked(self.target_ae, x)[0] - self._tgt_mean) / self._tgt_std).mean(-1)
+
+    @torch.no_grad()
+    def decode_target(self, latent: torch.Tensor, length: int | None = None) -> np.ndarray:
+        """Normalised target latents ``[B, Dy, L]`` -> audio ``[B, C, length or L*hop]``."""
+        z = latent.float() * self._tgt_std + self._tgt_mean
+        audio = decode_chunked(self.target_ae, z)
+        return audio[..., : length or audio.shape[-1]].cpu().numpy()
+
+    @torch.no_grad()
+    def decode_mix(self, latent: torch.Tensor) -> np.ndarray:
+        z = latent.float() * self._mix_std + self._mix_mean
+        return decode_chunked(self.mix_ae, z).cpu().numpy()
+
+    @torch.no_grad()
+    def sample_latents(self, cond: torch.Tensor, *, steps: int, cfg_weight: Sequence[float],
+                       rescale_phi: Sequence[float], seeds: Sequence[int],
+                       style_means: Sequence[torch.Tensor | None] | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """DDIM over a batch of normalised mix latents ``[B, Dx, L]`` -> ``[B, Dy, L]``."""
+        from bassray.diffusion.sampler import generate_latents
+        batch = cond.shape[0]
+        styles = list(style_means) if style_means is not None else [None] * batch
+        target_dim = self.target_ae.latent_dim
+        style = torch.stack([s if s is not None else torch.zeros(target_dim, device=self.device)
+                             for s in styles])
+        mask = torch.tensor([s is not None for s in styles], device=self.device)
+        return generate_latents(
+            self.unet, cond.to(self.dtype), target_dim=target_dim, steps=steps,
+            cfg_weight=torch.tensor(cfg_weight, device=self.device, dtype=torch.float32),
+            rescale_phi=torch.tensor(rescale_phi, device=self.device, dtype=torch.float32),
+            style_mean=style if bool(mask.any()) else None, style_mask=mask if bool(mask.any()) else None,
+            seeds=list(seeds), progress=progress).float()
+
+    # -- the whole path ------------------------------------------------------------------------
+    def generate(self, mixes: Sequence[np.ndarray], settings: Sequence[GenerationSettings],
+                 progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+        """One bass line per mix (``[C, T]`` at the model's rate), each exactly as long as its mix.
+        Requests of equal latent length and step count share one batched DDIM loop."""
+        if len(mixes) != len(settings):
+            raise ValueError("give one GenerationSettings per mix")
+        conds = [self.encode_mix(m) for m in mixes]
+        styles = [self.style_mean(s.style_audio) if s.style_audio is not None else None for s in settings]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (c, s) in enumerate(zip(conds, settings)):
+            groups.setdefault((c.shape[-1], s.steps), []).append(i)
+        outputs: list[np.ndarray | None] = [None] * len(mixes)
+        for (_, steps), idx in groups.items():
+            latents = self.sample_latents(
+                torch.stack([conds[i] for i in idx]), steps=steps,
+                cfg_weight=[settings[i].cfg_weight for i in idx],
+                rescale_phi=[settings[i].rescale_phi for i in idx],
+                seeds=[settings[i].seed for i in idx], style_means=[styles[i] for i in idx],
+                progress=progress)
+            audio = self.decode_target(latents)
+            for j, i in enumerate(idx):
+                outputs[i] = audio[j, :, : mixes[i].shape[-1]]
+        return outputs  # type: ignore[return-value]
