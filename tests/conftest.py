@@ -1,0 +1,30 @@
+"""Shared fixtures. Ray starts once per session (few CPUs) for the slow tests that need it."""
+from __future__ import annotations
+
+import os
+
+# Tests run their own local Ray; production configs keep token auth on (NOTES-stack).
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray instance for the whole session, shut down at the end."""
+    import ray
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture()
+def bassray_home(tmp_path, monkeypatch):
+    """Runs, bundles and the MLflow store go to a temporary folder, never the user's home."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("BASSRAY_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home

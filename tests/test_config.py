@@ -1,0 +1,49 @@
+import dataclasses
+
+import pytest
+
+from bassray.config import Config, config_from_dict, load_config, load_config_json, save_config
+
+
+@pytest.mark.parametrize("name", ["tiny", "paper"])
+def test_presets_load_and_round_trip(name, tmp_path):
+    config = load_config(name)
+    assert config.name == name
+    assert config.mix_autoencoder.latent_dim == 64 and config.bass_autoencoder.latent_dim == 32
+    save_config(config, tmp_path / "c.json")
+    assert load_config_json(tmp_path / "c.json") == config
+
+
+def test_paper_preset_matches_the_paper():
+    config = load_config("paper")
+    assert (config.audio.sample_rate, config.audio.channels) == (44100, 2)
+    hop_total = config.mix_autoencoder.hop_length
+    for factor in config.mix_autoencoder.downsample_factors:
+        hop_total *= factor
+    assert hop_total == 4096
+    assert config.diffusion_training.crop_frames == 256 and config.sampler.steps == 64
+
+
+def test_overrides_change_single_fields():
+    config = load_config("tiny", ["unet.base_channels=48", "data.target_stem=drums", "sampler.cfg_weight=2.5"])
+    assert config.unet.base_channels == 48
+    assert config.data.target_stem == "drums"
+    assert config.sampler.cfg_weight == 2.5
+    assert config.autoencoder_for("drums") is config.bass_autoencoder
+
+
+def test_unknown_keys_and_presets_give_clear_errors():
+    with pytest.raises(ValueError, match="unknown config keys"):
+        config_from_dict({"unet": {"base_chanels": 3}})
+    with pytest.raises(FileNotFoundError, match="tiny"):
+        load_config("no-such-preset")
+    with pytest.raises(ValueError, match="stem kind"):
+        Config().autoencoder_for("vocals")
+
+
+def test_flat_params_cover_every_field():
+    flat = load_config("tiny").flat()
+    assert flat["unet.num_heads"] == load_config("tiny").unet.num_heads
+    sections = [f.name for f in dataclasses.fields(Config) if f.name != "name"]
+    assert {key.split(".")[0] for key in flat if key != "name"} == set(sections)
+    assert all("." in key for key in flat if key != "name")
