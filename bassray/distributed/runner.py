@@ -18,6 +18,8 @@ from ray.train.torch import TorchTrainer
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+# DeepSpeed writes a file named "latest" beside the tag folder, so the tag cannot be "latest".
+CHECKPOINT_TAG = "weights"
 
 
 def bassray_home(root: str | Path | None = None) -> Path:
@@ -66,7 +68,7 @@ def save_checkpoint_and_report(engines: dict[str, Any], state: dict[str, Any],
     rank = ray.train.get_context().get_world_rank()
     with tempfile.TemporaryDirectory() as tmp:
         for name, engine in engines.items():
-            engine.save_checkpoint(os.path.join(tmp, name), tag="latest")
+            engine.save_checkpoint(os.path.join(tmp, name), tag=CHECKPOINT_TAG)
         if rank == 0:
             Path(tmp, STATE_FILE).write_text(json.dumps(state))
             if extra is not None:
@@ -81,7 +83,7 @@ def restore_checkpoint(engines: dict[str, Any]) -> dict[str, Any] | None:
         return None
     with checkpoint.as_directory() as directory:
         for name, engine in engines.items():
-            engine.load_checkpoint(os.path.join(directory, name), tag="latest")
+            engine.load_checkpoint(os.path.join(directory, name), tag=CHECKPOINT_TAG)
         state = json.loads(Path(directory, STATE_FILE).read_text())
     log.info("resumed from checkpoint at step %s", state.get("step"))
     return state

@@ -24,7 +24,7 @@ def read_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def read_engine_module_state(engine_dir: str | Path, tag: str = "latest") -> dict[str, torch.Tensor]:
+def read_engine_module_state(engine_dir: str | Path, tag: str = "weights") -> dict[str, torch.Tensor]:
     """The full module weights of a DeepSpeed engine checkpoint (ZeRO 0-2 keep them whole on rank 0)."""
     files = sorted((Path(engine_dir) / tag).glob("mp_rank_*_model_states.pt"))
     if not files:
