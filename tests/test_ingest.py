@@ -63,6 +63,7 @@ def folders_tree(tmp_path):
     write_tone(root / "no_bass" / "vocals.wav", 3.0, 16000, 2, 800.0)
     write_tone(root / "unreadable" / "drums.wav", 3.0, 16000, 2, 200.0)
     (root / "unreadable" / "bass.wav").write_bytes(b"RIFF this is not audio" * 50)
+    (root / "silent_bass").mkdir()
     sf.write(str(root / "silent_bass" / "bass.wav"), np.zeros((48000, 2), np.float32), 16000)
     write_tone(root / "silent_bass" / "drums.wav", 3.0, 16000, 2, 200.0)
     write_tone(root / "mismatched" / "bass.wav", 3.0, 16000, 2, 50.0)
