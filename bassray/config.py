@@ -48,7 +48,9 @@ class AutoencoderConfig:
     n_fft: int = 1024
     hop_length: int = 256
     # Channels of the residual blocks at each time resolution; len(downsample_factors) + 1 entries.
-    channels: list[int] = field(default_factory=lambda: [512, 512, 512, 512, 512])
+    # These defaults give ~37.8M parameters at 44.1 kHz stereo (the paper's ~37M); wider where
+    # time is coarse, where a parameter costs least compute.
+    channels: list[int] = field(default_factory=lambda: [384, 384, 512, 512, 512])
     downsample_factors: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     blocks_per_stage: int = 2
     kernel_size: int = 3
@@ -57,9 +59,14 @@ class AutoencoderConfig:
 
 @dataclass
 class CriticConfig:
+    # One residual block per entry, with 2x time down-sampling between entries.
     channels: list[int] = field(default_factory=lambda: [256, 256, 256])
     n_mels: int = 128
     kernel_size: int = 3
+    # Critic inputs use the autoencoder's STFT (paper: hop 256, window 4 * hop).
+    n_fft: int = 1024
+    hop_length: int = 256
+    log_eps: float = 1e-5
 
 
 @dataclass
