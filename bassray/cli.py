@@ -139,12 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from bassray.audio import AudioReadError
+    from bassray.train.bundle import BundleError
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, AudioReadError) as exc:
+    except (FileNotFoundError, ValueError, AudioReadError, BundleError) as exc:
         logging.getLogger("bassray").error("%s", exc)
         return 2
 

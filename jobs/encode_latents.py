@@ -28,7 +28,7 @@ def main() -> None:
     from bassray.distributed.encode_latents import encode_latents
     from bassray.train.bundle import load_bundle_state
 
-    config, _ = load_bundle_state(args.target_bundle)
+    config = load_bundle_state(args.target_bundle).config
     summary = encode_latents(config, args.data, args.out, args.mix_bundle, args.target_bundle,
                              use_gpu=args.use_gpu, max_actors=args.max_actors, seed=args.seed)
     print(summary)

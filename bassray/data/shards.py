@@ -157,6 +157,10 @@ def write_manifest(out_dir: str | Path, manifest: dict[str, Any]) -> Path:
 
 def list_shards(data_dir: str | Path, split: str) -> list[str]:
     """Complete shard paths of a split, sorted; a clear error when there are none."""
+    if any(Path(data_dir).glob("*.tar.partial")):
+        # Shards finished before an interruption look whole, but the set is not: refuse it.
+        raise ValueError(f"{data_dir} holds partial shards from an interrupted write: run the "
+                         f"`bassray data synth` / `bassray data ingest` command again to rewrite it")
     paths = sorted(str(p) for p in Path(data_dir).glob(f"{split}-*.tar"))
     if not paths:
         raise FileNotFoundError(f"no {split!r} shards in {data_dir}: run `bassray data synth` or "

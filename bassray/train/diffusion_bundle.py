@@ -63,21 +63,22 @@ def export_diffusion_checkpoint(checkpoint_dir: str | Path, state: dict[str, Any
 def load_diffusion_bundle(bundle_dir: str | Path):
     """(unet, mix_autoencoder, target_autoencoder, stats, config) — all in eval mode on the CPU."""
     from bassray.models.unet1d import UNet1d
-    from bassray.train.bundle import load_autoencoder, load_bundle_state, read_bundle_metadata
+    from bassray.train.bundle import BundleError, load_autoencoder, load_bundle_state, read_bundle_metadata
     bundle_dir = Path(bundle_dir)
     meta = read_bundle_metadata(bundle_dir)
     if meta.get("kind") != "diffusion":
-        raise ValueError(f"{bundle_dir} is a {meta.get('kind')!r} bundle, not a diffusion bundle: "
-                         f"pass the folder written by jobs/train_ldm.py")
+        raise BundleError(f"{bundle_dir} is a {meta.get('kind')!r} bundle, not a diffusion bundle: "
+                          f"pass the folder written by jobs/train_ldm.py")
     for role in (MIX_DIR, TARGET_DIR):
         expected = meta.get("autoencoders", {}).get(role, {}).get("fingerprint")
         if not (bundle_dir / role).is_dir():
-            raise FileNotFoundError(f"{bundle_dir} lacks its {role}/ folder: the bundle is incomplete")
+            raise BundleError(f"{bundle_dir} lacks its {role}/ folder: the bundle is incomplete")
         if expected and weights_fingerprint(bundle_dir / role) != expected:
-            raise ValueError(f"{bundle_dir}/{role} is not the autoencoder this diffusion model was "
+            raise BundleError(f"{bundle_dir}/{role} is not the autoencoder this diffusion model was "
                              f"trained with (weights fingerprint differs): re-export the bundle")
-    config, state = load_bundle_state(bundle_dir)
+    state = load_bundle_state(bundle_dir, expected_kind="diffusion")
+    config = state.config
     unet = UNet1d(config.unet, config.bass_autoencoder.latent_dim, config.mix_autoencoder.latent_dim)
-    unet.load_state_dict(state)
+    unet.load_state_dict(state.state_dict)
     return (unet.eval(), load_autoencoder(bundle_dir / MIX_DIR), load_autoencoder(bundle_dir / TARGET_DIR),
             LatentStats.load(bundle_dir), config)

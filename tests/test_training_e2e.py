@@ -1,0 +1,77 @@
+"""End to end on local Ray with DeepSpeed on the CPU: shards -> both autoencoders (two workers,
+resumed) -> latents -> diffusion model -> generation from the registered bundles."""
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+
+from bassray.config import load_config
+from bassray.data.sine_stems import sine_segments
+from bassray.data.shards import write_shards
+
+pytestmark = pytest.mark.slow
+
+STEPS = ["autoencoder_training.log_every=1", "autoencoder_training.eval_every=2",
+         "autoencoder_training.checkpoint_every=2", "autoencoder_training.adversarial_start_step=1",
+         "autoencoder_training.batch_size=4", "diffusion_training.batch_size=4",
+         "diffusion_training.log_every=1", "diffusion_training.eval_every=2",
+         "diffusion_training.checkpoint_every=2", "sampler.steps=2"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    config = load_config("tiny")
+    write_shards(sine_segments(10, 6.0, config.audio.sample_rate, config.audio.channels, seed=0), out,
+                 shard_target_mb=0.2, val_fraction=0.2, test_fraction=0.1, split_seed=0)
+    return out
+
+
+def _metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
+    client = mlflow.MlflowClient(tracking_uri)
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_session, tmp_path):
+    from bassray.distributed.encode_latents import encode_latents
+    from bassray.distributed.tracking import default_tracking_uri
+    from bassray.distributed.train_autoencoder import train_autoencoder
+    from bassray.distributed.train_ldm import train_ldm
+    from bassray.inference import BassGenerator, GenerationSettings
+    from bassray.train.export import read_checkpoint_state
+
+    uri = default_tracking_uri(bassray_home)
+    # Mix autoencoder on two workers, 2 steps; then the same run name resumes to 4 steps.
+    first = train_autoencoder(load_config("tiny", STEPS + ["autoencoder_training.max_steps=2"]), "mix",
+                              shards, num_workers=2, root=bassray_home, run_name="ae-mix")
+    resumed = train_autoencoder(load_config("tiny", STEPS + ["autoencoder_training.max_steps=4"]), "mix",
+                                shards, num_workers=2, root=bassray_home, run_name="ae-mix")
+    assert resumed.mlflow_run_id == first.mlflow_run_id
+    assert _metric_steps(uri, first.mlflow_run_id, "gen/rec") == [1, 2, 3, 4]  # continued, not restarted
+    assert int(resumed.model_version) == int(first.model_version) + 1
+    versions = mlflow.MlflowClient(uri).search_model_versions("name='bassray-mix-autoencoder'")
+    assert len(versions) == 2
+    bundle_meta = json.loads((resumed.bundle_dir / "registry.json").read_text())
+    assert bundle_meta["version"] == resumed.model_version
+
+    bass = train_autoencoder(load_config("tiny", STEPS + ["autoencoder_training.max_steps=2"]), "bass",
+                             shards, num_workers=1, root=bassray_home, run_name="ae-bass")
+    latents = tmp_path / "latents"
+    summary = encode_latents(load_config("tiny"), shards, latents, resumed.bundle_dir, bass.bundle_dir)
+    assert summary["tracks"]["train"] > 0
+    config = load_config("tiny", STEPS + ["diffusion_training.max_steps=2", "diffusion_training.crop_frames=4"])
+    ldm = train_ldm(config, latents, resumed.bundle_dir, bass.bundle_dir, num_workers=1,
+                    root=bassray_home, run_name="ldm")
+    assert read_checkpoint_state(ldm.checkpoint_path)["step"] == 2  # local storage path here
+    version = mlflow.MlflowClient(uri).get_model_version("bassray-diffusion", ldm.model_version)
+    assert version.tags["mix_autoencoder_version"] == f"bassray-mix-autoencoder/{resumed.model_version}"
+    for key in ("val/v_loss_true_mix", "val/v_loss_null_mix", "val/v_loss_mismatched_mix"):
+        assert _metric_steps(uri, ldm.mlflow_run_id, key) == [2]
+
+    generator = BassGenerator.from_bundle(ldm.bundle_dir)
+    mix = np.random.default_rng(0).normal(0, 0.1, size=(2, 12345)).astype(np.float32)
+    out = generator.generate([mix], [GenerationSettings(steps=2)])[0]
+    assert out.shape == mix.shape and np.isfinite(out).all()
