@@ -172,3 +172,12 @@ def test_bundle_errors(tiny_ae, tiny, tmp_path):
     (path / "bundle.json").unlink()
     with pytest.raises(BundleError, match="bundle.json is missing"):
         read_bundle_metadata(path)
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "reflect"])
+def test_power_spectrogram_matches_torch_stft(pad_mode):
+    from bassray.models.spectral import power_spectrogram
+    wav = torch.randn(2, 2, 3000)
+    spec = torch.stft(wav.reshape(4, -1), 256, 64, window=torch.hann_window(256), center=True,
+                      pad_mode=pad_mode, return_complex=True).abs().square().reshape(2, 2, 129, -1)
+    assert torch.allclose(power_spectrogram(wav, 256, 64, pad_mode=pad_mode), spec, rtol=1e-4, atol=1e-3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 import torchaudio.functional as AF
 
 
@@ -16,14 +17,16 @@ def power_spectrogram(wav: torch.Tensor, n_fft: int, hop_length: int,
                       pad_mode: str = "reflect") -> torch.Tensor:
     """``|STFT(wav)|^2`` with a Hann window of ``n_fft``: ``[..., T] -> [..., n_fft//2+1, frames]``.
 
+    Same values as a centred ``torch.stft``, framed with ``unfold`` + ``rfft`` instead: its backward
+    is about a third cheaper on CPU (the MSSD loss takes seven of these per step).
     ``pad_mode="constant"`` works for inputs shorter than ``n_fft // 2`` (reflect padding does not).
     """
     wav = wav.float()
     lead = wav.shape[:-1]
     window = torch.hann_window(n_fft, device=wav.device, dtype=torch.float32)
-    spec = torch.stft(wav.reshape(-1, wav.shape[-1]), n_fft, hop_length, window=window,
-                      center=True, pad_mode=pad_mode, return_complex=True)
-    power = spec.real.square() + spec.imag.square()
+    flat = F.pad(wav.reshape(-1, 1, wav.shape[-1]), (n_fft // 2, n_fft // 2), mode=pad_mode).squeeze(1)
+    spec = torch.fft.rfft(flat.unfold(-1, n_fft, hop_length) * window, dim=-1)  # [B', frames, F]
+    power = (spec.real.square() + spec.imag.square()).transpose(-1, -2)        # [B', F, frames]
     return power.reshape(*lead, *power.shape[-2:])
 
 
