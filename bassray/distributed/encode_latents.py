@@ -3,6 +3,7 @@ actor pool (each actor loads the bundles once), then per-channel statistics of t
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -66,7 +67,7 @@ class LatentEncoder:
         subsets = random_subsets(others, self.config.data.latent_mixes_per_track, rng)
         mixes = np.stack([sum(stems[n] for n in subset) for subset in subsets])  # [K, C, T]
         meta = {**meta, "subsets": subsets, "latent_frame_rate": self.mix_ae.frame_rate}
-        return [{"__key__": key, "json": meta,
+        return [{"__key__": key, "json": json.dumps(meta).encode(),
                  "mix_latents.npy": npy_bytes(self._encode(self.mix_ae, mixes)),
                  "target_latent.npy": npy_bytes(self._encode(self.target_ae, stems[target_stem][None])[0])}]
 
@@ -94,7 +95,9 @@ def encode_latents(config: Config, data_dir: str | Path, out_dir: str | Path, mi
                                  config.to_dict(), seed, use_gpu),
             compute=ActorPoolStrategy(min_size=1, max_size=max_actors),
             num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1)
-        dataset.write_webdataset(str(out_dir / split), mode=SaveMode.OVERWRITE, min_rows_per_file=64)
+        # encoder=None: the columns are already file bytes (Ray would otherwise np.save them again).
+        dataset.write_webdataset(str(out_dir / split), mode=SaveMode.OVERWRITE, min_rows_per_file=64,
+                                 encoder=None)
         counts[split] = sum(1 for p in (out_dir / split).glob("*.tar") for _ in iter_shard_members(p))
         log.info("%s: %d tracks encoded", split, counts[split])
     if not counts.get("train"):
