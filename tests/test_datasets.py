@@ -89,7 +89,8 @@ def test_pairs_dataset_aligned_columns_no_silent_targets(ray_local, shard_dir):
     config = load_config("tiny", ["audio.sample_rate=8000", "data.crops_per_segment=4",
                                   "data.target_stem=drums"])  # nothing hard-codes bass
     stats = PipelineStats(name="test-pairs")
-    dataset = pairs_dataset(data_dir, "train", config, crop_samples=1000, seed=0, stats=stats)
+    dataset = pairs_dataset(data_dir, "train", config, crop_samples=1000, seed=0, stats=stats,
+                            randomize_blocks=True)
     epochs = [collect(torch_batches(dataset, 3, columns=PAIR_COLUMNS, drop_last=False))
               for _ in range(2)]
     for batch in epochs:

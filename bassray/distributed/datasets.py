@@ -1,7 +1,8 @@
 """Ray Data pipelines over audio shards (DESIGN.md §1, §3): shards -> decoded segments -> several
 random crops per segment -> training workers.
 
-    read_webdataset(shuffle="files") -> flat_map(SegmentCropper) -> randomize_block_order()
+    read_webdataset(shuffle=files, seeded per epoch) -> flat_map(SegmentCropper)
+        [-> randomize_block_order(), optional: it is a barrier, see _crop_dataset]
 
 The consumer adds the last shuffle stage: ``iter_torch_batches(local_shuffle_buffer_size=...)``
 (see :func:`torch_batches`). Crops are seeded by (seed, segment key, epoch): the same seed gives the
@@ -167,35 +168,44 @@ def _epoch() -> int:
 
 
 def _crop_dataset(data_dir: str | Path, split: str, cropper: SegmentCropper,
-                  stats: PipelineStats | None, validate: bool) -> ray.data.Dataset:
+                  stats: PipelineStats | None, validate: bool, randomize_blocks: bool
+                  ) -> ray.data.Dataset:
     paths = list_split_shards(data_dir, split)
     if validate:
         paths = validate_shards(paths, stats)
-    dataset = ray.data.read_webdataset(paths, decoder=None, shuffle="files")
-    dataset = dataset.flat_map(cropper).randomize_block_order()
+    # File order is seeded and re-drawn every epoch (Ray reseeds with its execution index).
+    shuffle = ray.data.FileShuffleConfig(seed=cropper.seed)
+    dataset = ray.data.read_webdataset(paths, decoder=None, shuffle=shuffle)
+    dataset = dataset.flat_map(cropper)
+    if randomize_blocks:
+        # An all-to-all barrier: nothing comes out until the whole epoch is cropped and held in the
+        # object store. Blocks are about one shard each, so the file shuffle above already gives
+        # the same order mixing; kept as an option for datasets made of few, large blocks.
+        dataset = dataset.randomize_block_order()
     dataset.context.max_errored_blocks = MAX_ERRORED_BLOCKS
     return dataset
 
 
 def autoencoder_dataset(data_dir: str | Path, split: str, kind: str, config: Config, seed: int = 0,
-                        stats: PipelineStats | None = None, validate: bool = True) -> ray.data.Dataset:
+                        stats: PipelineStats | None = None, validate: bool = True,
+                        randomize_blocks: bool = False) -> ray.data.Dataset:
     """Crops for the ``kind`` autoencoder ("mix" or ``config.data.target_stem``): one column
     "audio", float32 [C, crop_samples], ``config.data.crops_per_segment`` tries per segment."""
     config.autoencoder_for(kind)  # a clear error for an unknown kind, before any reading
     crop_samples = int(round(config.data.crop_seconds * config.audio.sample_rate))
     cropper = SegmentCropper("autoencoder", config, crop_samples, seed, stats, kind=kind)
-    return _crop_dataset(data_dir, split, cropper, stats, validate)
+    return _crop_dataset(data_dir, split, cropper, stats, validate, randomize_blocks)
 
 
 def pairs_dataset(data_dir: str | Path, split: str, config: Config, crop_samples: int | None = None,
-                  seed: int = 0, stats: PipelineStats | None = None,
-                  validate: bool = True) -> ray.data.Dataset:
+                  seed: int = 0, stats: PipelineStats | None = None, validate: bool = True,
+                  randomize_blocks: bool = False) -> ray.data.Dataset:
     """Aligned (mix, target) crops: columns "mix" and "target", float32 [C, crop_samples]; the mix
     is a random non-empty subset of the non-target stems. ``crop_samples`` defaults to the
     config's crop length."""
     crop_samples = crop_samples or int(round(config.data.crop_seconds * config.audio.sample_rate))
     cropper = SegmentCropper("pairs", config, crop_samples, seed, stats)
-    return _crop_dataset(data_dir, split, cropper, stats, validate)
+    return _crop_dataset(data_dir, split, cropper, stats, validate, randomize_blocks)
 
 
 def torch_batches(source: Any, batch_size: int, columns: Sequence[str] = AUDIO_COLUMNS,
