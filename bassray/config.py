@@ -88,7 +88,8 @@ class AutoencoderTrainConfig:
 
 @dataclass
 class UNetConfig:
-    base_channels: int = 256
+    # 144 x [1, 2, 2, 4] gives ~40.5M parameters: the paper's ~42M.
+    base_channels: int = 144
     channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2, 4])
     blocks_per_level: int = 2
     # Levels (0 = full resolution) that get self-attention with Dynamic Positional Bias.

@@ -1,0 +1,110 @@
+"""DDIM sampling with classifier-free guidance, CFG rescale and style grounding — pure functions
+around any ``model(z_t, t, cond) -> v``; guidance never lives inside the network (DESIGN.md §2.3).
+
+Every per-request setting (guidance weight w, rescale phi, style, seed) is per sample, so a batch
+of mixed requests gives what each request would give alone.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bassray.diffusion.schedule import alpha_sigma
+
+STD_EPS = 1e-8
+
+
+def _per_sample(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, 1, 1)
+
+
+def cfg_combine(x0_cond: torch.Tensor, x0_uncond: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x0_u + w (x0_c - x0_u), w per sample [B]; w = 1 is the plain conditional estimate."""
+    w = _per_sample(weight).to(x0_cond.dtype)
+    return torch.where(w == 1, x0_cond, x0_uncond + w * (x0_cond - x0_uncond))
+
+
+def cfg_rescale(x0_cfg: torch.Tensor, x0_cond: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Lin et al. (2023): match the guided estimate's std to the conditional one's, blended by phi.
+    The std is over channels per latent frame, so it does not depend on the length."""
+    std_cond = x0_cond.std(dim=1, keepdim=True)
+    std_cfg = x0_cfg.std(dim=1, keepdim=True)
+    rescaled = x0_cfg * std_cond / (std_cfg + STD_EPS)
+    p = _per_sample(phi).to(x0_cfg.dtype)
+    return torch.where(p == 0, x0_cfg, p * rescaled + (1 - p) * x0_cfg)
+
+
+def style_ground(x0: torch.Tensor, sigma: torch.Tensor | float, style_mean: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Pull the time-mean of x0 [B, D, L] towards ``style_mean`` [B, D] with weight sigma²:
+    x0 - mean_t(x0) + sigma² mu_style + (1 - sigma²) mean_t(x0). Samples with mask False are untouched."""
+    sigma = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
+    s2 = (_per_sample(sigma) if sigma.dim() else sigma) ** 2
+    mean = x0.mean(dim=-1, keepdim=True)
+    grounded = x0 - mean + s2 * style_mean[:, :, None].to(x0.dtype) + (1 - s2) * mean
+    if mask is None:
+        return grounded
+    return torch.where(_per_sample(mask), grounded, x0)
+
+
+def initial_noise(seeds: Sequence[int], shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """One generator per sample: a sample's noise depends on its own seed only, not its batch."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
+                        for s in seeds]).to(device)
+
+
+@torch.no_grad()
+def ddim_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps: int,
+                cfg_weight: torch.Tensor, rescale_phi: torch.Tensor, seeds: Sequence[int],
+                style_mean: torch.Tensor | None = None, style_mask: torch.Tensor | None = None,
+                progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """DDIM (eta = 0) with ``steps`` steps on a uniform t grid from 1 to 0. ``cond`` [B, Dx, L] is the
+    normalised mix latent; returns the normalised target latent [B, Dy, L] (float32)."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
+    batch, _, length = cond.shape
+    device = cond.device
+    cfg_weight = cfg_weight.to(device, torch.float32).reshape(batch)
+    rescale_phi = rescale_phi.to(device, torch.float32).reshape(batch)
+    z = initial_noise(seeds, (target_dim, length), device)
+    times = torch.linspace(1.0, 0.0, steps + 1, device=device)
+    guided = bool((cfg_weight != 1).any())
+    null = torch.zeros_like(cond)
+    for k in range(steps):
+        t, s = times[k], times[k + 1]
+        a_t, s_t = alpha_sigma(t)
+        a_s, s_s = alpha_sigma(s)
+        if guided:  # one batched call for the conditional and unconditional halves
+            v = model(torch.cat([z, z]).to(cond.dtype), t.expand(2 * batch), torch.cat([cond, null])).float()
+            v_c, v_u = v[:batch], v[batch:]
+            x_c, x_u = a_t * z - s_t * v_c, a_t * z - s_t * v_u
+            x0 = cfg_rescale(cfg_combine(x_c, x_u, cfg_weight), x_c, rescale_phi)
+        else:
+            x0 = a_t * z - s_t * model(z.to(cond.dtype), t.expand(batch), cond).float()
+        if style_mean is not None:
+            x0 = style_ground(x0, s_t, style_mean.float(), style_mask)
+        eps = (z - a_t * x0) / s_t  # s_t > 0 for every t before the last grid point
+        z = a_s * x0 + s_s * eps
+        if progress is not None:
+            progress(k + 1, steps)
+    return z
+
+
+def pad_to_multiple(latent: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int]:
+    """Zero-pad the time axis to a multiple; zeros are the null condition (the normalised mean),
+    so padded frames carry no musical content. Returns the padded latent and the original length."""
+    length = latent.shape[-1]
+    return F.pad(latent, (0, (-length) % multiple)), length
+
+
+def generate_latents(model: torch.nn.Module, cond: torch.Tensor, *, target_dim: int, steps: int,
+                     cfg_weight: torch.Tensor, rescale_phi: torch.Tensor, seeds: Sequence[int],
+                     style_mean: torch.Tensor | None = None, style_mask: torch.Tensor | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Any length: pad the condition to the U-Net's total down-sampling, sample, crop back."""
+    padded, length = pad_to_multiple(cond, getattr(model, "total_downsampling", 1))
+    out = ddim_sample(model, padded, target_dim, steps, cfg_weight, rescale_phi, seeds,
+                      style_mean, style_mask, progress)
+    return out[..., :length]

@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from bassray.config import load_config
+from bassray.diffusion.schedule import predict_x0_eps, v_loss, v_target
+from bassray.models.unet1d import UNet1d
+from bassray.train.ema import EMA
+
+
+def tiny_unet(seed=0):
+    torch.manual_seed(seed)
+    config = load_config("tiny")
+    model = UNet1d(config.unet, 32, 64)
+    torch.nn.init.normal_(model.output.weight, std=0.02)  # zero-init output would hide shape bugs
+    return model.eval()
+
+
+@pytest.mark.parametrize("length", [4, 12, 36, 100, 212])
+def test_unet_keeps_shape_for_lengths_never_trained_on(length):
+    model = tiny_unet()
+    z, cond = torch.randn(2, 32, length), torch.randn(2, 64, length)
+    with torch.no_grad():
+        v = model(z, torch.rand(2), cond)
+    assert v.shape == z.shape and torch.isfinite(v).all()
+
+
+def test_unet_rejects_lengths_it_cannot_downsample():
+    model = tiny_unet()
+    with pytest.raises(ValueError, match="multiple of"):
+        model(torch.randn(1, 32, 7), torch.rand(1), torch.randn(1, 64, 7))
+
+
+def test_dpb_bias_is_relative_and_defined_for_any_length():
+    attn = next(m for m in tiny_unet().modules() if m.__class__.__name__ == "DPBAttention")
+    for length in (1, 5, 300):
+        bias = attn.position_bias(length, torch.device("cpu"), torch.float32)
+        assert bias.shape == (attn.heads, length, length)
+    bias = attn.position_bias(6, torch.device("cpu"), torch.float32)
+    # Toeplitz: the bias depends on i - j only.
+    assert torch.allclose(bias[:, 1:, 1:], bias[:, :-1, :-1])
+
+
+def test_unet_output_is_per_sample():
+    model = tiny_unet()
+    z, cond, t = torch.randn(3, 32, 16), torch.randn(3, 64, 16), torch.rand(3)
+    with torch.no_grad():
+        batched = model(z, t, cond)
+        single = torch.cat([model(z[i:i + 1], t[i:i + 1], cond[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
+
+
+def test_paper_unet_size_matches_the_paper():
+    config = load_config("paper")
+    model = UNet1d(config.unet, config.bass_autoencoder.latent_dim, config.mix_autoencoder.latent_dim)
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - 42e6) / 42e6 < 0.10, count
+
+
+def test_v_parameterisation_round_trips():
+    x0, eps, t = torch.randn(4, 8, 10), torch.randn(4, 8, 10), torch.rand(4)
+    from bassray.diffusion.schedule import alpha_sigma
+    a, s = alpha_sigma(t.reshape(-1, 1, 1))
+    z = a * x0 + s * eps
+    x0_hat, eps_hat = predict_x0_eps(z, v_target(x0, eps, t), t)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(eps_hat, eps, atol=1e-5, rtol=1e-5)
+
+
+def test_v_loss_decreases_on_a_fixed_batch():
+    model = tiny_unet().train()
+    target, cond = torch.randn(8, 32, 16), torch.randn(8, 64, 16)
+    optim = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        loss, _ = v_loss(model, target, cond, generator=torch.Generator().manual_seed(0), cond_dropout=0.15)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_null_condition_dropout_zeroes_whole_examples():
+    seen = []
+    model = lambda z, t, c: (seen.append(c.clone()), torch.zeros_like(z))[1]  # noqa: E731
+    cond = torch.ones(400, 2, 3)
+    v_loss(model, torch.zeros(400, 1, 3), cond, generator=torch.Generator().manual_seed(1), cond_dropout=0.15)
+    per_example = seen[0].flatten(1)
+    zeroed = (per_example == 0).all(1)
+    assert ((per_example == 1).all(1) | zeroed).all()
+    assert 0.08 < zeroed.float().mean() < 0.22
+
+
+def test_ema_math_and_state_round_trip():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, decay=0.5)
+    ema.num_updates = 100  # past the warm-up
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 0.5))
+    other = torch.nn.Linear(2, 1, bias=False)
+    restored = EMA(other, 0.9)
+    restored.load_state_dict(ema.state_dict())
+    restored.copy_to(other)
+    assert torch.allclose(other.weight, torch.full((1, 2), 0.5))
