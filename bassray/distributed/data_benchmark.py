@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="folder of audio shards (default: make a small set)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--seconds", type=float, default=20.0, help="time per pipeline (at least one epoch)")
-    parser.add_argument("--tracks", type=int, default=8, help="tracks to make when --data is not given")
+    parser.add_argument("--tracks", type=int, default=24, help="tracks to make when --data is not given")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: autoencoder_training.batch_size of the config")
@@ -41,7 +41,9 @@ def make_shards(config: Config, out_dir: Path, n_tracks: int) -> str:
     from bassray.data.sine_stems import sine_segments
     segments = sine_segments(n_tracks, config.data.synth_song_seconds, config.audio.sample_rate,
                              config.audio.channels, seed=0)
-    write_shards(segments, out_dir, shard_target_mb=1.0, val_fraction=0.0, test_fraction=0.0,
+    # Small shards (a few segments each) so even a few tracks spread over every CPU; with one
+    # segment per shard, Ray's per-task overhead (~0.1 s) would dominate the figures.
+    write_shards(segments, out_dir, shard_target_mb=4.0, val_fraction=0.0, test_fraction=0.0,
                  split_seed=0)
     return "sine stems (bassray.data.sine_stems)"
 
@@ -66,6 +68,18 @@ def raw_decode(paths: list[str]) -> dict[str, float]:
     return {"segments": segments, "segment_seconds": segment_seconds, "elapsed": elapsed,
             "segments_per_s": segments / elapsed, "track_s_per_s": segment_seconds / elapsed,
             "stem_s_per_s": stem_seconds / elapsed}
+
+
+def in_process_crops(paths: list[str], config: Config) -> dict[str, float]:
+    """The mix cropper called in this process, without Ray: decoding plus cropping, no scheduling."""
+    from bassray.data.shards import iter_shard_members
+    from bassray.distributed.datasets import SegmentCropper
+    crop_samples = int(round(config.data.crop_seconds * config.audio.sample_rate))
+    cropper = SegmentCropper("autoencoder", config, crop_samples, seed=0, stats=None, kind="mix")
+    start = time.perf_counter()
+    crops = sum(len(cropper(dict(columns, __key__=key)))
+                for path in paths for key, columns in iter_shard_members(path))
+    return {"crops_per_s": crops / (time.perf_counter() - start)}
 
 
 def time_pipeline(make_dataset, columns: tuple[str, ...], batch_size: int, seconds: float
@@ -113,6 +127,7 @@ def run(args: argparse.Namespace) -> None:
             source = make_shards(config, Path(tmp), args.tracks)
         paths = list_split_shards(data_dir, args.split)
         ceiling = raw_decode(paths)
+        local = in_process_crops(paths, config)
         seg_s = ceiling["segment_seconds"] / max(1, ceiling["segments"])
         if not ray.is_initialized():
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -141,9 +156,13 @@ def run(args: argparse.Namespace) -> None:
     print(f"{'raw FLAC decode (ceiling)':26s}{ceiling['segments_per_s'] * n:10.1f}"
           f"{ceiling['segments_per_s'] * n:14.1f}{ceiling['segments_per_s'] * n * crop_s:21.1f}"
           f"{ceiling['track_s_per_s']:16.1f}{'':>8s}{'':>9s}")
+    local_crops = local["crops_per_s"]
+    print(f"{'mix crops, no Ray':26s}{local_crops:10.1f}{local_crops:14.1f}{local_crops * crop_s:21.1f}"
+          f"{'':>16s}{'':>8s}{'':>9s}")
     for name, r in results.items():
         per_core = r["crops_per_s"] / cpus
         print(f"{name:26s}{r['crops_per_s']:10.1f}{per_core:14.1f}{per_core * crop_s:21.1f}"
               f"{r['segments_per_s'] * seg_s / cpus:16.1f}{r['silent_fraction']:8.0%}{r['startup_s']:9.1f}")
-    print(f"(raw decode: all stems of every segment in one process, {ceiling['stem_s_per_s']:.0f} "
-          f"stem-audio s/s; its crops/s assume {n} kept crops per decoded segment)")
+    print(f"(raw decode and 'no Ray': one process, so per core already; raw decode reads all stems at "
+          f"{ceiling['stem_s_per_s']:.0f} stem-audio s/s and its crops/s assume {n} kept crops per "
+          f"segment. Ray rows: Ray CPUs shared with the driver that consumes the batches)")
