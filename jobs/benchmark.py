@@ -17,6 +17,7 @@ from _common import setup_logging
 BENCHMARKS = {
     "data": "bassray.distributed.data_benchmark",
     "autoencoder": "bassray.bench.autoencoder",
+    "generate": "bassray.bench.generate",
 }
 
 

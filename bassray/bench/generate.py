@@ -1,0 +1,137 @@
+"""Generation speed: real-time factor of the whole path (encode mix, DDIM with CFG, decode bass),
+the U-Net's achieved FLOP/s beside this machine's measured matmul peak, and peak memory.
+
+    python jobs/benchmark.py generate --config tiny --seconds 30 --steps 64 --cfg 2.0
+    python jobs/benchmark.py generate --config paper --seconds 30 --dtypes fp32 bf16 --memory-minutes 3
+
+Weights are random (speed does not depend on them) unless --bundle is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--bundle", default=None, help="a diffusion bundle instead of random weights")
+    parser.add_argument("--seconds", type=float, default=30.0, help="mix length to generate for")
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--cfg", type=float, default=2.0, help="w != 1 doubles the U-Net batch")
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory-minutes", type=float, default=0.0,
+                        help="also measure peak memory for a mix this long (fresh process)")
+
+
+def build_generator(config_name: str, bundle: str | None, device: str, dtype):
+    import torch
+
+    from bassray.config import load_config
+    from bassray.data.latents import LatentStats
+    from bassray.inference import BassGenerator
+    from bassray.models.autoencoder import Autoencoder
+    from bassray.models.unet1d import UNet1d
+    if bundle:
+        return BassGenerator.from_bundle(bundle, device=device, dtype=dtype)
+    torch.manual_seed(0)
+    config = load_config(config_name)
+    dx, dy = config.mix_autoencoder.latent_dim, config.bass_autoencoder.latent_dim
+    stats = LatentStats([0.0] * dx, [1.0] * dx, [0.0] * dy, [1.0] * dy)
+    return BassGenerator(UNet1d(config.unet, dy, dx), Autoencoder(config.mix_autoencoder, config.audio),
+                         Autoencoder(config.bass_autoencoder, config.audio), stats, config, device, dtype)
+
+
+def matmul_peak_gflops(dtype, device: str = "cpu", n: int = 2048, repeats: int = 5) -> float:
+    """Best-of GFLOP/s of an n x n matmul: the machine's practical peak for that dtype."""
+    import torch
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def unet_flops(unet, batch: int, length: int, device: str, dtype) -> int:
+    """FLOPs of one U-Net call (counted by torch, matmuls and convolutions)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    z = torch.zeros(batch, unet.target_dim, length, device=device, dtype=dtype)
+    c = torch.zeros(batch, unet.cond_dim, length, device=device, dtype=dtype)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        unet(z, torch.full((batch,), 0.5, device=device), c)
+    return counter.get_total_flops()
+
+
+def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cfg: float, dtype_name: str,
+            device: str) -> dict:
+    import numpy as np
+    import torch
+
+    from bassray.diffusion.sampler import pad_to_multiple
+    dtype = getattr(torch, DTYPES[dtype_name])
+    gen = build_generator(config_name, bundle, device, dtype)
+    mix = np.random.default_rng(0).normal(0, 0.1, size=(gen.channels, int(seconds * gen.sample_rate)))
+    mix = mix.astype(np.float32)
+    timings = {}
+    start = time.perf_counter()
+    cond = gen.encode_mix(mix)[None]
+    timings["encode_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    latent = gen.sample_latents(cond, steps=steps, cfg_weight=[cfg], rescale_phi=[0.7], seeds=[0])
+    timings["ddim_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    gen.decode_target(latent, length=mix.shape[1])
+    timings["decode_s"] = time.perf_counter() - start
+    total = sum(timings.values())
+    length = pad_to_multiple(cond, gen.unet.total_downsampling)[0].shape[-1]
+    flops = unet_flops(gen.unet, 2 if cfg != 1 else 1, length, device, dtype) * steps
+    peak = matmul_peak_gflops(dtype, device)
+    return {"config": config_name, "dtype": dtype_name, "seconds_of_audio": seconds, "steps": steps,
+            "cfg": cfg, **{k: round(v, 3) for k, v in timings.items()},
+            "realtime_factor": round(seconds / total, 2),
+            "unet_gflops_per_s": round(flops / timings["ddim_s"] / 1e9, 1),
+            "matmul_peak_gflops_per_s": round(peak, 1),
+            "unet_fraction_of_peak": round(flops / timings["ddim_s"] / 1e9 / peak, 3)}
+
+
+def peak_memory(config_name: str, bundle: str | None, minutes: float, steps: int, cfg: float) -> dict:
+    """Peak resident memory of a fresh process generating for a ``minutes``-long mix (fp32)."""
+    code = (
+        "import json, resource, sys\n"
+        "from bassray.bench.generate import build_generator, measure\n"
+        "import torch\n"
+        f"g = build_generator({config_name!r}, {bundle!r}, 'cpu', torch.float32)\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "del g\n"
+        f"r = measure({config_name!r}, {bundle!r}, {minutes * 60.0}, {steps}, {cfg}, 'fp32', 'cpu')\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(json.dumps({'models_loaded_mib': base / 1024, 'peak_mib': peak / 1024, "
+        "'realtime_factor': r['realtime_factor']}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"config": config_name, "minutes": minutes, **{k: round(v, 1) for k, v in result.items()}}
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"# torch threads: {torch.get_num_threads()}, device: {args.device}")
+    for dtype_name in args.dtypes:
+        print(json.dumps(measure(args.config, args.bundle, args.seconds, args.steps, args.cfg,
+                                 dtype_name, args.device)))
+    if args.memory_minutes > 0:
+        print(json.dumps(peak_memory(args.config, args.bundle, args.memory_minutes, args.steps, args.cfg)))
