@@ -1,0 +1,252 @@
+"""Ray Serve application: a FastAPI ingress in front of a batched bass generator.
+
+    serve run serve.app:build_app bundle=/path/to/diffusion-bundle      # local, http://127.0.0.1:8000
+    serve run serve/config.yaml                                          # the same, from the deploy config
+    serve deploy serve/config.yaml                                       # on a running cluster
+    curl -F mix=@song.wav -F steps=32 -F seed=1 http://127.0.0.1:8000/generate -o bass.wav
+
+Concurrent requests meet in ``BassGeneratorDeployment.generate`` (``@serve.batch``); the batch goes to
+``BassGenerator.generate``, which runs one DDIM loop per group of equal latent length and step count
+while honouring each request's guidance, rescale, style and seed.
+
+No ``from __future__ import annotations`` here: FastAPI must see real types (``Request``) on the
+routes after Serve re-wraps them.
+"""
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve.config import BackpressureConfig
+from ray.serve.handle import DeploymentHandle
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from serve.validation import (GenerateParams, Limits, RequestError, check_declared_size, check_uploaded_size,
+                              decode_upload, parse_params, to_input_format, wav_bytes)
+
+log = logging.getLogger(__name__)
+
+PAGE = Path(__file__).with_name("page.html")
+app = FastAPI(title="bassray", description="Generate a bass stem for a music mix (latent diffusion).")
+
+
+@serve.deployment(name="BassGenerator", max_ongoing_requests=16, max_constructor_retry_count=3,
+                  ray_actor_options={"num_cpus": 1})
+class BassGeneratorDeployment:
+    """Holds one ``BassGenerator``; concurrent calls to ``generate`` are batched."""
+
+    def __init__(self, bundle: str, device: str = "auto", bf16: bool = False, torch_threads: int | None = None,
+                 max_batch_size: int = 8, batch_wait_timeout_s: float = 0.1):
+        import torch
+
+        from bassray.inference import BassGenerator
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.bundle, self.device = bundle, device
+        self.generator = BassGenerator.from_bundle(bundle, device=device,
+                                                   dtype=torch.bfloat16 if bf16 else torch.float32)
+        self.generate.set_max_batch_size(max_batch_size)
+        self.generate.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.max_batch_size, self.batch_wait_timeout_s = max_batch_size, batch_wait_timeout_s
+        # Observed sizes: requests per @serve.batch call, and requests per shared DDIM loop.
+        self.batch_sizes: Counter[int] = Counter()
+        self.ddim_batch_sizes: Counter[int] = Counter()
+        log.info("loaded %s on %s (torch threads %d)", bundle, device, torch.get_num_threads())
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.1)
+    async def generate(self, mixes: list[np.ndarray], settings: list[Any]) -> list[np.ndarray]:
+        """``mixes``: ``[C, T]`` at the model's rate; ``settings``: ``GenerationSettings`` (one each)."""
+        self.batch_sizes[len(mixes)] += 1
+        hop = self.generator.hop
+        # Same grouping key as BassGenerator.generate: latent length and step count.
+        groups = Counter((-(-m.shape[-1] // hop), s.steps) for m, s in zip(mixes, settings))
+        self.ddim_batch_sizes.update(groups.values())
+        # The model call blocks for seconds: run it off the event loop so the replica keeps
+        # accepting (and queueing the next batch of) requests meanwhile.
+        return await asyncio.to_thread(self.generator.generate, mixes, settings)
+
+    def info(self) -> dict[str, Any]:
+        g = self.generator
+        return {"bundle": self.bundle, "config": g.config.name, "device": self.device, "dtype": str(g.dtype),
+                "sample_rate": g.sample_rate, "channels": g.channels, "hop_samples": g.hop,
+                "latent_frame_rate": g.sample_rate / g.hop, "sampler_defaults": asdict(g.config.sampler),
+                "unet_parameters": sum(p.numel() for p in g.unet.parameters()),
+                "max_batch_size": self.max_batch_size,
+                "batch_wait_timeout_s": self.batch_wait_timeout_s}
+
+    def stats(self) -> dict[str, Any]:
+        """Histograms ``{size: count}`` of this replica's batches (JSON keys are strings)."""
+        return {"replica": serve.get_replica_context().replica_id.unique_id,
+                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+                "ddim_batch_sizes": {str(k): v for k, v in sorted(self.ddim_batch_sizes.items())},
+                "requests": sum(k * v for k, v in self.batch_sizes.items())}
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"detail": reason}, status_code=status)
+
+
+@serve.deployment(name="BassrayIngress", max_ongoing_requests=32, max_queued_requests=64,
+                  backpressure_config=BackpressureConfig(status_code=429, retry_after_s=1),
+                  ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(app)
+class BassrayIngress:
+    """HTTP: checks and decodes uploads, converts audio formats, forwards to the generator."""
+
+    def __init__(self, generator: DeploymentHandle, max_upload_mb: float = 50.0, max_seconds: float = 600.0):
+        self.generator = generator
+        self.limits = Limits(max_upload_bytes=int(max_upload_mb * 1e6), max_seconds=max_seconds)
+        self._model_info: dict[str, Any] | None = None
+
+    async def model_info(self) -> dict[str, Any]:
+        if self._model_info is None:
+            self._model_info = await self.generator.info.remote()
+        return self._model_info
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text())
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info(self) -> dict[str, Any]:
+        model = await self.model_info()
+        return {"model": model, "limits": self.limits.as_dict(), "defaults": model["sampler_defaults"]}
+
+    @app.get("/stats")
+    async def stats(self) -> dict[str, Any]:
+        """Batch-size histograms of the generator replica that answers (one of them, if several)."""
+        return await self.generator.stats.remote()
+
+    @app.post("/generate")
+    async def generate(self, request: Request) -> Response:
+        """multipart/form-data: ``mix`` (file), optional ``style`` (file), steps, cfg, rescale, seed,
+        with_mix. Returns a WAV at the mix's rate, channel count and exact length."""
+        try:
+            check_declared_size(request.headers.get("content-length"), self.limits)
+            form = await self._read_form(request)
+            uploads = {name: form.get(name) for name in ("mix", "style")}
+            if not isinstance(uploads["mix"], UploadFile):
+                raise RequestError(422, "no mix file: send it as the multipart/form-data file field `mix` "
+                                        "(curl -F mix=@song.wav ...)")
+            if uploads["style"] is not None and not isinstance(uploads["style"], UploadFile):
+                if str(uploads["style"]).strip():
+                    raise RequestError(422, "style must be a file (multipart file field `style`)")
+                uploads["style"] = None
+            data = {name: await f.read() for name, f in uploads.items() if isinstance(f, UploadFile)}
+            if "style" in data and not data["style"] and not uploads["style"].filename:
+                del data["style"]  # an untouched browser file input sends an empty, unnamed part
+            check_uploaded_size(sum(len(d) for d in data.values()), self.limits)
+            model = await self.model_info()
+            params = parse_params(form, model["sampler_defaults"])
+            mix, rate = await run_in_threadpool(decode_upload, data["mix"], "mix", self.limits)
+            style, style_rate = None, rate
+            if "style" in data:
+                style, style_rate = await run_in_threadpool(decode_upload, data["style"], "style", self.limits)
+        except RequestError as exc:
+            return _error(exc.status, exc.reason)
+        body = await self._generate(mix, rate, style, style_rate, params, model)
+        if isinstance(body, JSONResponse):
+            return body
+        name = Path(uploads["mix"].filename or "mix").stem
+        return Response(body, media_type="audio/wav", headers={
+            "Content-Disposition": f'attachment; filename="{name}-{"mix+bass" if params.with_mix else "bass"}.wav"',
+            "X-Bassray-Seed": str(params.seed), "X-Bassray-Steps": str(params.steps),
+            "X-Bassray-Sample-Rate": str(rate)})
+
+    async def _read_form(self, request: Request):
+        try:
+            return await request.form(max_files=4, max_fields=16)
+        except HTTPException as exc:  # starlette's own multipart errors
+            raise RequestError(400, f"malformed multipart/form-data body: {exc.detail}") from None
+
+    async def _generate(self, mix: np.ndarray, rate: int, style: np.ndarray | None, style_rate: int,
+                        params: GenerateParams, model: dict[str, Any]) -> bytes | JSONResponse:
+        from bassray.audio import conform
+        from bassray.inference import GenerationSettings
+        model_rate, model_channels = model["sample_rate"], model["channels"]
+        model_mix = await run_in_threadpool(conform, mix, rate, model_rate, model_channels)
+        model_style = None
+        if style is not None:
+            model_style = await run_in_threadpool(conform, style, style_rate, model_rate, model_channels)
+        settings = GenerationSettings(steps=params.steps, cfg_weight=params.cfg_weight,
+                                      rescale_phi=params.rescale_phi, seed=params.seed, style_audio=model_style)
+        try:
+            bass = await self.generator.generate.remote(model_mix, settings)
+        except Exception as exc:  # the model failed: the client cannot fix it, so 500 with the cause
+            log.exception("generation failed")
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            return _error(500, f"generation failed: {type(exc).__name__}: {first_line}")
+
+        def encode() -> bytes:
+            out = to_input_format(bass, model_rate, rate, mix.shape[0], mix.shape[1])
+            return wav_bytes(mix + out if params.with_mix else out, rate)
+
+        return await run_in_threadpool(encode)
+
+
+class AppArgs(BaseModel):
+    """Arguments of ``build_app`` (``serve run serve.app:build_app key=value ...`` passes strings;
+    pydantic converts them)."""
+    bundle: str | None = Field(None, description="diffusion bundle folder (default: env BASSRAY_BUNDLE)")
+    device: str = Field("auto", description="torch device for the generator: auto = cuda if available, else cpu")
+    bf16: bool = False
+    torch_threads: int | None = Field(None, ge=1, description="torch threads per generator replica")
+    max_batch_size: int = Field(8, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(0.1, ge=0.0)
+    max_upload_mb: float = Field(50.0, gt=0.0)
+    max_seconds: float = Field(600.0, gt=0.0)
+    num_replicas: int = Field(1, ge=1, description="generator replicas when not autoscaling")
+    min_replicas: int | None = Field(None, ge=0, description="set max_replicas to autoscale the generator")
+    max_replicas: int | None = Field(None, ge=1)
+    target_ongoing_requests: float | None = Field(None, gt=0, description="default: max_batch_size")
+    cpus_per_replica: float = Field(1.0, ge=0.0)
+    gpus_per_replica: float = Field(0.0, ge=0.0)
+    ingress_max_ongoing_requests: int = Field(32, ge=1)
+    max_queued_requests: int = Field(64, ge=-1, description="beyond this, the ingress answers 429; -1 = no limit")
+
+
+def build_app(args: dict[str, Any] | None = None) -> serve.Application:
+    """The application: ``serve.run(build_app({"bundle": "/path"}))`` or ``serve run serve.app:build_app
+    bundle=/path``. See ``AppArgs`` for every argument."""
+    opts = AppArgs(**(args or {}))
+    bundle = opts.bundle or os.environ.get("BASSRAY_BUNDLE")
+    if not bundle:
+        raise ValueError("no model bundle: pass bundle=/path/to/diffusion-bundle or set BASSRAY_BUNDLE")
+    if not (Path(bundle) / "bundle.json").exists():
+        raise FileNotFoundError(f"{bundle} is not a bundle folder (no bundle.json): pass the folder written by "
+                                f"jobs/train_ldm.py; on a cluster it must be on storage every node sees")
+    bundle = str(Path(bundle).resolve())
+    generator_options: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": opts.cpus_per_replica, "num_gpus": opts.gpus_per_replica},
+        # Enough requests in flight per replica to fill a batch while the previous one runs.
+        "max_ongoing_requests": 2 * opts.max_batch_size}
+    if opts.max_replicas is not None:
+        generator_options["autoscaling_config"] = {
+            "min_replicas": opts.min_replicas if opts.min_replicas is not None else 1,
+            "max_replicas": opts.max_replicas,
+            "target_ongoing_requests": opts.target_ongoing_requests or opts.max_batch_size}
+    else:
+        generator_options["num_replicas"] = opts.num_replicas
+    generator = BassGeneratorDeployment.options(**generator_options).bind(
+        bundle, device=opts.device, bf16=opts.bf16, torch_threads=opts.torch_threads,
+        max_batch_size=opts.max_batch_size, batch_wait_timeout_s=opts.batch_wait_timeout_s)
+    ingress = BassrayIngress.options(max_ongoing_requests=opts.ingress_max_ongoing_requests,
+                                     max_queued_requests=opts.max_queued_requests)
+    return ingress.bind(generator, max_upload_mb=opts.max_upload_mb, max_seconds=opts.max_seconds)

@@ -1,0 +1,151 @@
+"""Request checks and audio conversion for the HTTP app; plain functions, testable without Ray.
+
+Every rejection is a ``RequestError`` carrying the HTTP status and a reason that says what to change.
+"""
+from __future__ import annotations
+
+import io
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import soundfile as sf
+
+from bassray.audio import AudioReadError, conform, read_audio
+
+# Parameter ranges accepted by POST /generate.
+STEPS_RANGE = (1, 1000)
+CFG_RANGE = (0.0, 20.0)
+RESCALE_RANGE = (0.0, 1.0)
+SEED_RANGE = (0, 2**63 - 1)
+TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+class RequestError(Exception):
+    """A request the server refuses: ``status`` is the HTTP code, ``reason`` goes to the client."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int
+    max_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"max_upload_mb": self.max_upload_bytes / 1e6, "max_seconds": self.max_seconds,
+                "steps": list(STEPS_RANGE), "cfg": list(CFG_RANGE), "rescale": list(RESCALE_RANGE),
+                "seed": list(SEED_RANGE)}
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    steps: int
+    cfg_weight: float
+    rescale_phi: float
+    seed: int
+    with_mix: bool
+
+
+def _field(form: Mapping[str, Any], name: str) -> str | None:
+    """A form field as text; absent and empty (an untouched HTML input) both mean 'use the default'."""
+    value = form.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestError(422, f"{name} must be a plain form field, not a file")
+    value = value.strip()
+    return value or None
+
+
+def _number(form: Mapping[str, Any], name: str, kind: type, bounds: tuple, default: Any) -> Any:
+    text = _field(form, name)
+    if text is None:
+        return default
+    lo, hi = bounds
+    try:
+        value = kind(text)
+    except ValueError:
+        raise RequestError(422, f"{name} must be {'an integer' if kind is int else 'a number'} "
+                                f"in {lo}..{hi}, got {text!r}") from None
+    if (isinstance(value, float) and not math.isfinite(value)) or not lo <= value <= hi:
+        raise RequestError(422, f"{name} must be in {lo}..{hi}, got {text}")
+    return value
+
+
+def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> GenerateParams:
+    """Form fields steps, cfg, rescale, seed, with_mix -> checked values (``defaults``: the bundle's
+    sampler settings). A missing seed draws a random one; the response reports it."""
+    with_mix_text = (_field(form, "with_mix") or "false").lower()
+    if with_mix_text not in TRUE_WORDS | FALSE_WORDS:
+        raise RequestError(422, f"with_mix must be true or false, got {with_mix_text!r}")
+    return GenerateParams(
+        steps=_number(form, "steps", int, STEPS_RANGE, int(defaults["steps"])),
+        cfg_weight=_number(form, "cfg", float, CFG_RANGE, float(defaults["cfg_weight"])),
+        rescale_phi=_number(form, "rescale", float, RESCALE_RANGE, float(defaults["rescale_phi"])),
+        seed=_number(form, "seed", int, SEED_RANGE, secrets.randbelow(2**31)),
+        with_mix=with_mix_text in TRUE_WORDS)
+
+
+def check_declared_size(content_length: str | None, limits: Limits) -> None:
+    """Refuse an oversized body from its header, before reading it (form fields get 64 KiB slack)."""
+    if content_length is None:
+        return  # chunked upload: the file sizes are checked after parsing
+    try:
+        declared = int(content_length)
+    except ValueError:
+        raise RequestError(400, f"Content-Length {content_length!r} is not a number") from None
+    if declared > limits.max_upload_bytes + 65536:
+        raise RequestError(413, f"upload of {declared / 1e6:.1f} MB is larger than this server's limit of "
+                                f"{limits.max_upload_bytes / 1e6:.1f} MB: send a shorter or compressed file "
+                                f"(FLAC, OGG or MP3)")
+
+
+def check_uploaded_size(total_bytes: int, limits: Limits) -> None:
+    if total_bytes > limits.max_upload_bytes:
+        raise RequestError(413, f"uploaded files total {total_bytes / 1e6:.1f} MB, more than this server's "
+                                f"limit of {limits.max_upload_bytes / 1e6:.1f} MB: send a shorter or "
+                                f"compressed file (FLAC, OGG or MP3)")
+
+
+def decode_upload(data: bytes, field: str, limits: Limits) -> tuple[np.ndarray, int]:
+    """Encoded file bytes -> ``([C, T] float32, rate)``; the duration is checked from the header
+    first, so an over-long file is refused without decoding it."""
+    if not data:
+        raise RequestError(400, f"the {field} file is empty")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as probe:
+            rate, frames = int(probe.samplerate), int(probe.frames)
+    except Exception as exc:  # soundfile raises several types for unreadable input
+        raise RequestError(400, f"cannot read the {field} file as audio: {exc}. "
+                                f"Send WAV, FLAC, OGG or MP3.") from None
+    if rate > 0 and frames / rate > limits.max_seconds:
+        raise RequestError(413, f"the {field} file is {frames / rate:.1f} s long; this server accepts at most "
+                                f"{limits.max_seconds:g} s: cut it into shorter parts")
+    try:
+        audio, rate = read_audio(data, name=f"the {field} file")
+    except AudioReadError as exc:
+        raise RequestError(400, f"{exc}") from None
+    if not np.isfinite(audio).all():
+        raise RequestError(400, f"the {field} file holds NaN or infinite samples")
+    if audio.shape[1] / rate > limits.max_seconds:  # headers of some formats only estimate frames
+        raise RequestError(413, f"the {field} file is {audio.shape[1] / rate:.1f} s long; this server accepts "
+                                f"at most {limits.max_seconds:g} s: cut it into shorter parts")
+    return audio, rate
+
+
+def to_input_format(audio: np.ndarray, model_rate: int, rate: int, channels: int, length: int) -> np.ndarray:
+    """Model output ``[C', T']`` -> the input's rate, channel count and exact length ``[channels, length]``."""
+    out = conform(audio, model_rate, rate, channels)
+    return np.pad(out, ((0, 0), (0, max(0, length - out.shape[1]))))[:, :length]
+
+
+def wav_bytes(audio: np.ndarray, rate: int) -> bytes:
+    """32-bit float WAV: lossless, so quiet outputs survive and equal seeds give equal bytes."""
+    buf = io.BytesIO()
+    sf.write(buf, np.ascontiguousarray(np.asarray(audio, np.float32).T), rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
