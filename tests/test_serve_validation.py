@@ -1,0 +1,69 @@
+"""Request checks of the serving app, without Ray: parameters, sizes, audio decoding, format round trip."""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # serve/ is not an installed package
+
+from serve.validation import (Limits, RequestError, check_declared_size, decode_upload,  # noqa: E402
+                              parse_params, to_input_format, wav_bytes)
+
+DEFAULTS = {"steps": 16, "cfg_weight": 1.0, "rescale_phi": 0.0}
+LIMITS = Limits(max_upload_bytes=1_000_000, max_seconds=2.0)
+
+
+def _wav(audio: np.ndarray, rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio.T, rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def test_params_defaults_and_values():
+    p = parse_params({}, DEFAULTS)
+    assert (p.steps, p.cfg_weight, p.rescale_phi, p.with_mix) == (16, 1.0, 0.0, False)
+    assert 0 <= p.seed < 2**31  # random when absent
+    p = parse_params({"steps": "4", "cfg": "2.5", "rescale": "0.7", "seed": "", "with_mix": "on"}, DEFAULTS)
+    assert (p.steps, p.cfg_weight, p.rescale_phi, p.with_mix) == (4, 2.5, 0.7, True)
+
+
+@pytest.mark.parametrize("field,value", [("steps", "0"), ("steps", "1001"), ("steps", "2.5"), ("cfg", "-1"),
+                                         ("cfg", "inf"), ("rescale", "nan"), ("rescale", "2"),
+                                         ("seed", "-3"), ("with_mix", "perhaps")])
+def test_out_of_range_params_are_422_naming_the_field(field, value):
+    with pytest.raises(RequestError) as err:
+        parse_params({field: value}, DEFAULTS)
+    assert err.value.status == 422 and field in err.value.reason
+
+
+def test_sizes_and_durations():
+    check_declared_size(None, LIMITS)
+    check_declared_size("1000000", LIMITS)
+    with pytest.raises(RequestError) as err:
+        check_declared_size("5000000", LIMITS)
+    assert err.value.status == 413
+    with pytest.raises(RequestError) as err:
+        decode_upload(_wav(np.zeros((1, 8000 * 3), np.float32), 8000), "mix", LIMITS)
+    assert err.value.status == 413 and "3.0 s" in err.value.reason
+    for bad in (b"", b"RIFF not really a wav file"):
+        with pytest.raises(RequestError) as err:
+            decode_upload(bad, "mix", LIMITS)
+        assert err.value.status == 400 and "mix" in err.value.reason
+
+
+def test_decode_and_return_to_input_format():
+    rng = np.random.default_rng(0)
+    mix = (0.1 * rng.standard_normal((1, 22050))).astype(np.float32)  # mono 44.1 kHz, 0.5 s
+    audio, rate = decode_upload(_wav(mix, 44100), "mix", LIMITS)
+    np.testing.assert_array_equal(audio, mix)
+    model_out = rng.standard_normal((2, 8200)).astype(np.float32)  # stereo 16 kHz, slightly long
+    back = to_input_format(model_out, 16000, rate, 1, mix.shape[1])
+    assert back.shape == mix.shape and back.dtype == np.float32
+    decoded, decoded_rate = sf.read(io.BytesIO(wav_bytes(back, rate)), dtype="float32", always_2d=True)
+    assert decoded_rate == 44100
+    np.testing.assert_array_equal(decoded.T, back)  # float WAV is lossless
