@@ -29,6 +29,19 @@ def _held_out_mix(data_dir: Path, target_stem: str) -> tuple[np.ndarray, np.ndar
     raise FileNotFoundError(f"no segment with a {target_stem} stem under {data_dir}")
 
 
+def _reconstruction(bundle_dir: Path, data_dir: Path) -> str:
+    """Held-out reconstruction quality, trained vs untrained, as one printable line."""
+    from bassray.eval.reconstruction import reconstruction_report
+    for split in ("test", "val"):
+        try:
+            r = reconstruction_report(bundle_dir, data_dir, split=split)
+        except FileNotFoundError:
+            continue
+        return (f"{split} log-mel L1 {r['trained']['log_mel_l1']:.3f} (untrained {r['untrained']['log_mel_l1']:.3f}), "
+                f"MSSD {r['trained']['mssd']:.2f} (untrained {r['untrained']['mssd']:.2f}) on {r['crops']} crops")
+    return "no held-out split to measure on"
+
+
 def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 24, seed: int = 0,
                    num_workers: int = 1) -> dict[str, str]:
     from bassray.audio import write_audio
@@ -60,6 +73,9 @@ def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 
     stage("5/6 training the latent diffusion model")
     ldm = train_ldm(config, latent_dir, mix.bundle_dir, bass.bundle_dir, num_workers=num_workers,
                     root=home, seed=seed, run_name=f"quickstart-diffusion-{config.name}")
+    quality = {}
+    for name, result in (("mix", mix), (target, bass)):
+        quality[name] = _reconstruction(result.bundle_dir, data_dir)
     stage("6/6 generating a bass line for a held-out mix")
     mix_audio, true_bass, key = _held_out_mix(data_dir, target)
     generator = BassGenerator.from_bundle(ldm.bundle_dir)
@@ -77,6 +93,10 @@ def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 
     }
     stage("done")
     summary = {name: str(p) for name, p in paths.items()}
+    for name, report in quality.items():
+        summary[f"{name}_autoencoder_reconstruction"] = report
+    summary["diffusion_validation_v_loss"] = ", ".join(
+        f"{k.split('_')[2]} mix {v:.4f}" for k, v in sorted(ldm.metrics.items()) if k.startswith("val/v_loss"))
     summary.update({"held_out_segment": key, "shards": str(data_dir), "latents": str(latent_dir),
                     "mix_autoencoder_bundle": str(mix.bundle_dir),
                     f"{target}_autoencoder_bundle": str(bass.bundle_dir),
