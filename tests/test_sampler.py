@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from bassray.config import load_config
@@ -90,3 +91,35 @@ def test_progress_is_reported_every_step():
     ddim_sample(_model(), torch.randn(1, 64, 4), 32, 5, torch.ones(1), torch.zeros(1), [0],
                 progress=lambda k, n: calls.append((k, n)))
     assert calls == [(k, 5) for k in range(1, 6)]
+
+
+def test_generators_and_int_seeds_give_the_same_sample():
+    model, cond = _model(), torch.randn(2, 64, 4)
+    by_int = ddim_sample(model, cond, 32, 2, 2.0, 0.5, [3, 4])  # single values apply to every sample
+    by_gen = ddim_sample(model, cond, 32, 2, torch.tensor([2.0, 2.0]), torch.tensor([0.5, 0.5]),
+                         [torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)])
+    assert torch.equal(by_int, by_gen)
+
+
+def test_guidance_with_an_oracle_still_recovers_x0():
+    """If both halves predict the same x0, guidance and rescale must leave it unchanged."""
+    x0 = torch.randn(2, 4, 6)
+
+    def oracle(z, t, cond):
+        a, s = alpha_sigma(t.reshape(-1, 1, 1))
+        target = x0.repeat(z.shape[0] // 2, 1, 1)
+        return a * (z - a * target) / s - s * target
+
+    out = ddim_sample(oracle, torch.zeros(2, 3, 6), 4, steps=6, cfg_weight=torch.tensor([3.0, 1.0]),
+                      rescale_phi=torch.tensor([0.7, 0.0]), seeds=[0, 1])
+    torch.testing.assert_close(out, x0, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_per_sample_settings_are_refused():
+    model, cond = _model(), torch.randn(2, 64, 4)
+    with pytest.raises(ValueError, match="one seed per sample"):
+        ddim_sample(model, cond, 32, 1, 1.0, 0.0, [0])
+    with pytest.raises(ValueError, match="cfg_weight"):
+        ddim_sample(model, cond, 32, 1, torch.ones(3), 0.0, [0, 1])
+    with pytest.raises(ValueError, match="style_mean"):
+        ddim_sample(model, cond, 32, 1, 1.0, 0.0, [0, 1], style_mean=torch.zeros(2, 31))

@@ -49,25 +49,56 @@ def style_ground(x0: torch.Tensor, sigma: torch.Tensor | float, style_mean: torc
     return torch.where(_per_sample(mask), grounded, x0)
 
 
-def initial_noise(seeds: Sequence[int], shape: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """One generator per sample: a sample's noise depends on its own seed only, not its batch."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
-                        for s in seeds]).to(device)
+def initial_noise(seeds: Sequence[int | torch.Generator], shape: tuple[int, int],
+                  device: torch.device) -> torch.Tensor:
+    """One generator per sample (an int seed or a CPU ``torch.Generator``): a sample's noise depends
+    on its own seed only, not on its batch or device. Returns [B, *shape] float32."""
+    def one(seed: int | torch.Generator) -> torch.Tensor:
+        gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+        return torch.randn(shape, generator=gen)
+    return torch.stack([one(s) for s in seeds]).to(device)
+
+
+def per_sample_values(name: str, value: torch.Tensor | float, batch: int, device: torch.device
+                      ) -> torch.Tensor:
+    """A setting as one float32 value per sample [B]; a single value applies to every sample."""
+    value = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
+    if value.numel() == 1:
+        return value.expand(batch)
+    if value.numel() != batch:
+        raise ValueError(f"{name} needs one value per sample ({batch}) or a single value, "
+                         f"got {value.numel()}")
+    return value
 
 
 @torch.no_grad()
 def ddim_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps: int,
-                cfg_weight: torch.Tensor, rescale_phi: torch.Tensor, seeds: Sequence[int],
-                style_mean: torch.Tensor | None = None, style_mask: torch.Tensor | None = None,
+                cfg_weight: torch.Tensor | float, rescale_phi: torch.Tensor | float,
+                seeds: Sequence[int | torch.Generator], style_mean: torch.Tensor | None = None,
+                style_mask: torch.Tensor | None = None,
                 progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """DDIM (eta = 0) with ``steps`` steps on a uniform t grid from 1 to 0. ``cond`` [B, Dx, L] is the
-    normalised mix latent; returns the normalised target latent [B, Dy, L] (float32)."""
+    """DDIM (eta = 0) with ``steps`` steps on a uniform t grid from 1 to 0.
+
+    ``model(z_t, t [B], cond) -> v``; ``cond`` [B, Dx, L] is the normalised mix latent (L must suit
+    the model: see :func:`generate_latents`). Per sample: guidance weight ``cfg_weight`` [B] (1 = plain
+    conditional), rescale ``rescale_phi`` [B], style ``style_mean`` [B, Dy] applied where ``style_mask``
+    [B] is True (all samples when the mask is None), and a seed. Each step: estimate x0 (conditional
+    and null halves in one batched call unless every weight is 1), guide, rescale, ground, then
+    eps = (z_t - a_t x0) / s_t and z_s = a_s x0 + s_s eps. Returns the normalised target latent
+    [B, Dy, L] in float32."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
     batch, _, length = cond.shape
     device = cond.device
-    cfg_weight = cfg_weight.to(device, torch.float32).reshape(batch)
-    rescale_phi = rescale_phi.to(device, torch.float32).reshape(batch)
+    if len(seeds) != batch:
+        raise ValueError(f"give one seed per sample: {batch} samples, {len(seeds)} seeds")
+    cfg_weight = per_sample_values("cfg_weight", cfg_weight, batch, device)
+    rescale_phi = per_sample_values("rescale_phi", rescale_phi, batch, device)
+    if style_mean is not None and style_mean.shape != (batch, target_dim):
+        raise ValueError(f"style_mean must be [B, D] = [{batch}, {target_dim}], "
+                         f"got {tuple(style_mean.shape)}")
+    if style_mask is not None:
+        style_mask = style_mask.to(device=device, dtype=torch.bool).reshape(batch)
     z = initial_noise(seeds, (target_dim, length), device)
     times = torch.linspace(1.0, 0.0, steps + 1, device=device)
     guided = bool((cfg_weight != 1).any())
@@ -84,7 +115,7 @@ def ddim_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps: int
         else:
             x0 = a_t * z - s_t * model(z.to(cond.dtype), t.expand(batch), cond).float()
         if style_mean is not None:
-            x0 = style_ground(x0, s_t, style_mean.float(), style_mask)
+            x0 = style_ground(x0, s_t, style_mean.to(device, torch.float32), style_mask)
         eps = (z - a_t * x0) / s_t  # s_t > 0 for every t before the last grid point
         z = a_s * x0 + s_s * eps
         if progress is not None:
@@ -93,15 +124,20 @@ def ddim_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps: int
 
 
 def pad_to_multiple(latent: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int]:
-    """Zero-pad the time axis to a multiple; zeros are the null condition (the normalised mean),
-    so padded frames carry no musical content. Returns the padded latent and the original length."""
+    """Zero-pad the end of the time axis to a multiple. Returns the padded latent and the original length.
+
+    Zeros, not reflection: in a normalised latent zero is the training mean and exactly the null
+    condition the model learned, i.e. "no mix here". Reflected frames would be music the model
+    answers with bass that attention then mixes into the real frames near the end; a short stretch of
+    "nothing" (at most multiple - 1 frames) is the neutral choice, and it is cropped off afterwards."""
     length = latent.shape[-1]
     return F.pad(latent, (0, (-length) % multiple)), length
 
 
 def generate_latents(model: torch.nn.Module, cond: torch.Tensor, *, target_dim: int, steps: int,
-                     cfg_weight: torch.Tensor, rescale_phi: torch.Tensor, seeds: Sequence[int],
-                     style_mean: torch.Tensor | None = None, style_mask: torch.Tensor | None = None,
+                     cfg_weight: torch.Tensor | float, rescale_phi: torch.Tensor | float,
+                     seeds: Sequence[int | torch.Generator], style_mean: torch.Tensor | None = None,
+                     style_mask: torch.Tensor | None = None,
                      progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Any length: pad the condition to the U-Net's total down-sampling, sample, crop back."""
     padded, length = pad_to_multiple(cond, getattr(model, "total_downsampling", 1))

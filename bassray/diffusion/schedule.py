@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     angle = t * (math.pi / 2)
-    return torch.cos(angle), torch.sin(angle)
+    # cos(pi/2) is -4e-8 in float32: clamp so t = 1 is exactly pure noise.
+    return torch.cos(angle).clamp(min=0.0), torch.sin(angle)
 
 
 def _bcast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -33,20 +34,44 @@ def predict_x0_eps(z_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> tuple
 
 
 def v_loss(model: Callable, target: torch.Tensor, cond: torch.Tensor,
-           generator: torch.Generator | None = None, cond_dropout: float = 0.15
-           ) -> tuple[torch.Tensor, dict[str, float]]:
-    """MSE between the model's v and the true v at t ~ U(0, 1). A ``cond_dropout`` fraction of
-    examples get the null condition (zeros), so one model is conditional and unconditional.
-    ``target`` [B, Dy, L] and ``cond`` [B, Dx, L] are normalised latents."""
+           generator: torch.Generator | None = None, cond_dropout: float = 0.15,
+           condition: str | torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """MSE between the model's v and the true v at t ~ U(0, 1).
+
+    ``target`` [B, Dy, L] and ``cond`` [B, Dx, L] are normalised latents. In training
+    (``condition=None``) a ``cond_dropout`` fraction of examples get the null condition (zeros), so
+    one model is conditional and unconditional. For evaluation, ``condition`` forces the condition
+    for every example: ``"true"`` (``cond`` as given), ``"null"`` (zeros) or a tensor shaped like
+    ``cond`` (e.g. a mismatched mix); t and noise are drawn the same way in every mode, so with the
+    same generator seed the modes see identical noise and are comparable.
+    """
     b, device = target.shape[0], target.device
     t = torch.rand(b, generator=generator, device=device)
     eps = torch.randn(target.shape, generator=generator, device=device, dtype=target.dtype)
     a, s = alpha_sigma(_bcast(t, target))
     z_t = a * target + s * eps
-    if cond_dropout > 0:
-        keep = torch.rand(b, generator=generator, device=device) >= cond_dropout
-        cond = cond * _bcast(keep.to(cond.dtype), cond)
+    cond, null_fraction = _apply_condition(cond, condition, cond_dropout, generator)
     v = a * eps - s * target
     pred = model(z_t, t, cond)
     loss = F.mse_loss(pred.float(), v.float())
-    return loss, {"loss": float(loss.detach())}
+    return loss, {"loss": float(loss.detach()), "null_fraction": null_fraction}
+
+
+def _apply_condition(cond: torch.Tensor, condition: str | torch.Tensor | None, cond_dropout: float,
+                     generator: torch.Generator | None) -> tuple[torch.Tensor, float]:
+    """The condition the model sees, and the fraction of examples that got the null condition."""
+    if isinstance(condition, torch.Tensor):
+        if condition.shape != cond.shape:
+            raise ValueError(f"a forced condition must be shaped like the mix latent {tuple(cond.shape)}, "
+                             f"got {tuple(condition.shape)}")
+        return condition.to(cond.device, cond.dtype), 0.0
+    if condition == "true":
+        return cond, 0.0
+    if condition == "null":
+        return torch.zeros_like(cond), 1.0
+    if condition is not None:
+        raise ValueError(f"condition must be None (training), 'true', 'null' or a tensor, not {condition!r}")
+    if not 0.0 <= cond_dropout <= 1.0:
+        raise ValueError(f"cond_dropout is a fraction in [0, 1], got {cond_dropout}")
+    keep = torch.rand(cond.shape[0], generator=generator, device=cond.device) >= cond_dropout
+    return cond * _bcast(keep.to(cond.dtype), cond), float((~keep).float().mean())

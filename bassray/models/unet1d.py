@@ -89,12 +89,17 @@ class UNet1d(nn.Module):
         chans = [cfg.base_channels * m for m in cfg.channel_mults]
         temb, k, drop = cfg.time_embed_dim, cfg.kernel_size, cfg.dropout
         self.levels = len(chans)
+        if not chans or any(not 0 <= lv < self.levels for lv in cfg.attention_levels):
+            raise ValueError(f"unet.attention_levels {cfg.attention_levels} must lie in [0, {len(chans)}) "
+                             f"for channel_mults {cfg.channel_mults} (one level per entry)")
         self.total_downsampling = 2 ** (self.levels - 1)
         self.time_mlp = nn.Sequential(nn.Linear(temb, 4 * temb), nn.SiLU(), nn.Linear(4 * temb, temb))
         self.input = nn.Conv1d(target_dim + cond_dim, chans[0], k, padding=k // 2)
 
         def attention(level: int, ch: int) -> nn.Module:
-            return DPBAttention(ch, cfg.num_heads, cfg.dpb_hidden) if level in cfg.attention_levels else nn.Identity()
+            if level in cfg.attention_levels:
+                return DPBAttention(ch, cfg.num_heads, cfg.dpb_hidden)
+            return nn.Identity()
 
         self.down_blocks, self.down_attn, self.downsample = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         skip_chans, ch = [chans[0]], chans[0]
@@ -134,7 +139,11 @@ class UNet1d(nn.Module):
             raise ValueError(f"expected z_t [B, {self.target_dim}, L] and cond [B, {self.cond_dim}, L], "
                              f"got {tuple(z_t.shape)} and {tuple(cond.shape)}")
         dtype = self.input.weight.dtype
-        t = t.reshape(-1).expand(z_t.shape[0]) if t.numel() == 1 else t
+        t = torch.as_tensor(t, device=z_t.device).reshape(-1)
+        if t.numel() not in (1, z_t.shape[0]):
+            raise ValueError(f"t must hold one time per sample ({z_t.shape[0]}) or one for all, "
+                             f"got {t.numel()}")
+        t = t.expand(z_t.shape[0])
         temb = self.time_mlp(timestep_embedding(t, self.cfg.time_embed_dim).to(dtype))
         h = self.input(torch.cat([z_t, cond], dim=1).to(dtype))
         skips = [h]
