@@ -42,6 +42,19 @@ def _reconstruction(bundle_dir: Path, data_dir: Path) -> str:
     return "no held-out split to measure on"
 
 
+def _conditioning(bundle_dir: Path, latent_dir: Path) -> str:
+    """Held-out v-loss with the true, null and a mismatched mix, as one printable line."""
+    from bassray.eval.conditioning import conditioning_report
+    for split in ("test", "val"):
+        try:
+            r = conditioning_report(str(bundle_dir), str(latent_dir), split=split)
+        except (FileNotFoundError, ValueError):
+            continue
+        return (f"{split}: true mix {r['v_loss_true_mix']:.4f}, null {r['v_loss_null_mix']:.4f}, "
+                f"mismatched mix {r['v_loss_mismatched_mix']:.4f} ({r['crops']} crops)")
+    return "no held-out latents to measure on"
+
+
 def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 24, seed: int = 0,
                    num_workers: int = 1) -> dict[str, str]:
     from bassray.audio import write_audio
@@ -95,8 +108,7 @@ def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 
     summary = {name: str(p) for name, p in paths.items()}
     for name, report in quality.items():
         summary[f"{name}_autoencoder_reconstruction"] = report
-    summary["diffusion_validation_v_loss"] = ", ".join(
-        f"{k.split('_')[2]} mix {v:.4f}" for k, v in sorted(ldm.metrics.items()) if k.startswith("val/v_loss"))
+    summary["diffusion_v_loss_by_condition"] = _conditioning(ldm.bundle_dir, latent_dir)
     summary.update({"held_out_segment": key, "shards": str(data_dir), "latents": str(latent_dir),
                     "mix_autoencoder_bundle": str(mix.bundle_dir),
                     f"{target}_autoencoder_bundle": str(bass.bundle_dir),

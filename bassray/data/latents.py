@@ -103,3 +103,35 @@ def latent_crop_pairs(mix_latents: np.ndarray, target_latent: np.ndarray, crop_f
         pairs.append((mix_latents[k, :, start:start + crop_frames].astype(np.float32),
                       target_latent[:, start:start + crop_frames].astype(np.float32)))
     return pairs
+
+
+def list_latent_shards(latent_dir: str | Path, split: str) -> list[str]:
+    paths = sorted(str(p) for p in (Path(latent_dir) / split).glob("*.tar"))
+    if not paths:
+        raise FileNotFoundError(f"no {split!r} latent shards under {latent_dir}/{split}: "
+                                f"run jobs/encode_latents.py first")
+    return paths
+
+
+def load_latent_pairs(latent_dir: str | Path, split: str, crop_frames: int, limit: int,
+                      seed: int = 0, crops_per_track: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed set of up to ``limit`` normalised held-out crops, several per track at random offsets
+    (so a one-track split still yields distinct, mismatchable crops), without Ray."""
+    from bassray.data.shards import iter_shard_members
+    stats = LatentStats.load(latent_dir)
+    rng = np.random.default_rng(seed)
+    mixes, targets = [], []
+    for path in list_latent_shards(latent_dir, split):
+        for _, columns in iter_shard_members(path):
+            pairs = latent_crop_pairs(npy_load(columns["mix_latents.npy"]),
+                                      npy_load(columns["target_latent.npy"]), crop_frames,
+                                      crops_per_track, rng)
+            for m, t in pairs:
+                mixes.append(stats.normalize_mix(m))
+                targets.append(stats.normalize_target(t))
+            if len(mixes) >= limit:
+                return np.stack(mixes[:limit]), np.stack(targets[:limit])
+    if len(mixes) < 2:
+        raise ValueError(f"fewer than two {split} latent crops of {crop_frames} frames: add data or "
+                         f"lower the crop length")
+    return np.stack(mixes), np.stack(targets)

@@ -10,17 +10,9 @@ import numpy as np
 import ray
 
 from bassray.config import Config
-from bassray.data.latents import LatentStats, latent_crop_pairs, npy_load
+from bassray.data.latents import LatentStats, latent_crop_pairs, list_latent_shards, npy_load
 
 log = logging.getLogger(__name__)
-
-
-def list_latent_shards(latent_dir: str | Path, split: str) -> list[str]:
-    paths = sorted(str(p) for p in (Path(latent_dir) / split).glob("*.tar"))
-    if not paths:
-        raise FileNotFoundError(f"no {split!r} latent shards under {latent_dir}/{split}: "
-                                f"run jobs/encode_latents.py first")
-    return paths
 
 
 # Counts rows seen by this process, so a track re-read in a later epoch gets other crops.
@@ -60,24 +52,3 @@ def latent_pairs_dataset(latent_dir: str | Path, split: str, config: Config, see
     dataset = ray.data.read_webdataset(paths, decoder=None, shuffle="files")
     cropper = LatentCropper(stats, frames, config.data.crops_per_segment, seed)
     return dataset.flat_map(cropper).randomize_block_order()
-
-
-def load_latent_pairs(latent_dir: str | Path, split: str, crop_frames: int, limit: int,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed, small set of normalised held-out crops without Ray (for validation losses)."""
-    from bassray.data.shards import iter_shard_members
-    stats = LatentStats.load(latent_dir)
-    rng = np.random.default_rng(seed)
-    mixes, targets = [], []
-    for path in list_latent_shards(latent_dir, split):
-        for _, columns in iter_shard_members(path):
-            pairs = latent_crop_pairs(npy_load(columns["mix_latents.npy"]),
-                                      npy_load(columns["target_latent.npy"]), crop_frames, 1, rng)
-            for m, t in pairs:
-                mixes.append(stats.normalize_mix(m))
-                targets.append(stats.normalize_target(t))
-            if len(mixes) >= limit:
-                return np.stack(mixes), np.stack(targets)
-    if not mixes:
-        raise ValueError(f"no {split} latent track is {crop_frames} frames long: lower the crop length")
-    return np.stack(mixes), np.stack(targets)

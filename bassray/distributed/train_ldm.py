@@ -61,7 +61,8 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     import deepspeed
 
     from bassray.diffusion.schedule import v_loss
-    from bassray.distributed.latent_datasets import load_latent_pairs
+    from bassray.data.latents import load_latent_pairs
+    from bassray.eval.conditioning import conditioning_losses
     from bassray.models.unet1d import UNet1d
     from bassray.train.ema import EMA
 
@@ -96,7 +97,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
                             "parameters": sum(p.numel() for p in model.parameters()),
                             **autoencoder_versions(loop_config["mix_bundle"], loop_config["target_bundle"])})
         try:
-            mix, target = load_latent_pairs(loop_config["latent_dir"], "val", train_cfg.crop_frames, limit=32)
+            mix, target = load_latent_pairs(loop_config["latent_dir"], "val", train_cfg.crop_frames, limit=64)
             val = (torch.from_numpy(mix).to(device), torch.from_numpy(target).to(device))
         except (FileNotFoundError, ValueError) as exc:
             log.warning("no validation latents (%s): validation losses are skipped", exc)
@@ -126,7 +127,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
                 done % train_cfg.eval_every == 0 or done == train_cfg.max_steps):
             ema_model = copy.deepcopy(engine.module)
             ema.copy_to(ema_model)
-            val_metrics = validation_losses(ema_model, *val, seed=0)
+            val_metrics = {f"val/{k}": v for k, v in conditioning_losses(ema_model, *val).items()}
             tracker.log_metrics(val_metrics, step=done)
             metrics.update(val_metrics)
             try:
@@ -142,22 +143,6 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
                                    "target_bundle": loop_config["target_bundle"]},
                 {"step": done, **{k: float(v) for k, v in metrics.items()}},
                 extra=lambda d: torch.save(ema.state_dict(), d / EMA_FILE))
-
-
-@torch.no_grad()
-def validation_losses(model: torch.nn.Module, mix: torch.Tensor, target: torch.Tensor, seed: int = 0
-                      ) -> dict[str, float]:
-    """v-loss on held-out pairs with the true mix, the null condition and a mismatched mix (the
-    batch rolled by one), with the same noise and times, so the three are comparable."""
-    from bassray.diffusion.schedule import v_loss
-    model.eval()
-    out = {}
-    for name, cond in {"true": mix, "null": torch.zeros_like(mix),
-                       "mismatched": torch.roll(mix, 1, dims=0)}.items():
-        gen = torch.Generator(device=mix.device).manual_seed(seed)
-        loss, _ = v_loss(model, target, cond, generator=gen, cond_dropout=0.0)
-        out[f"val/v_loss_{name}_mix"] = float(loss)
-    return out
 
 
 def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, target_bundle: str | Path,

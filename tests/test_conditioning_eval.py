@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from bassray.diffusion.schedule import alpha_sigma
+from bassray.eval.conditioning import conditioning_losses
+
+
+class ConditionBlind(torch.nn.Module):
+    def forward(self, z, t, cond):
+        return 0.5 * z
+
+
+class CopiesX0FromCondition(torch.nn.Module):
+    """Knows x0 = cond[:, :D] exactly, so it predicts the true v when given the true mix."""
+
+    def forward(self, z, t, cond):
+        a, s = alpha_sigma(t.reshape(-1, 1, 1))
+        x0 = cond[:, : z.shape[1]]
+        eps = (z - a * x0) / s.clamp(min=1e-4)
+        return a * eps - s * x0
+
+
+def test_a_model_blind_to_its_condition_scores_the_same_for_all_three():
+    mix, target = torch.randn(6, 4, 8), torch.randn(6, 2, 8)
+    losses = conditioning_losses(ConditionBlind(), mix, target, repeats=3)
+    assert losses["v_loss_true_mix"] == losses["v_loss_null_mix"] == losses["v_loss_mismatched_mix"]
+
+
+def test_a_model_that_uses_its_condition_scores_best_with_the_true_mix():
+    target = torch.randn(6, 2, 8)
+    mix = torch.cat([target, torch.randn(6, 2, 8)], dim=1)
+    losses = conditioning_losses(CopiesX0FromCondition(), mix, target, repeats=3)
+    assert losses["v_loss_true_mix"] < 1e-3
+    assert losses["v_loss_null_mix"] > 0.1 and losses["v_loss_mismatched_mix"] > 0.1
+
+
+def test_one_crop_cannot_be_mismatched():
+    with pytest.raises(ValueError, match="two"):
+        conditioning_losses(ConditionBlind(), torch.randn(1, 4, 8), torch.randn(1, 2, 8))
