@@ -152,3 +152,15 @@ def test_decode_row_accepts_dict_json_and_limits_stems():
     assert list(decoded.stems) == ["drums"] and decoded.corrupt == []
     bad_json = dict(row, json=b"{not json")
     assert decode_row(bad_json).corrupt == ["json"]
+
+
+def test_stems_absent_from_a_track_are_not_counted_as_corrupt():
+    # In a block of tracks with different stems, Ray fills the missing columns with None or NaN.
+    from bassray.audio import encode_flac
+    from bassray.data.crops import decode_row
+    audio = np.zeros((2, 1600), np.float32)
+    row = {"__key__": "t", "json": b'{"sample_rate": 16000}', "bass.flac": encode_flac(audio, 16000),
+           "guitar.flac": float("nan"), "piano.flac": None, "drums.flac": b"garbage"}
+    segment = decode_row(row)
+    assert set(segment.stems) == {"bass"}
+    assert segment.corrupt == ["drums.flac"]

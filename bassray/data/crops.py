@@ -79,8 +79,8 @@ def decode_row(row: Mapping[str, Any], only: Iterable[str] | None = None) -> Dec
     meta_rate = segment.meta.get("sample_rate")
     for column in sorted(row):
         blob = row[column]
-        if not column.endswith(FLAC_SUFFIX) or blob is None:
-            continue  # stems absent from this track are None in a mixed block
+        if not column.endswith(FLAC_SUFFIX) or not isinstance(blob, (bytes, bytearray, memoryview)):
+            continue  # stems absent from this track are None (or NaN) in a block of mixed tracks
         name = column[: -len(FLAC_SUFFIX)]
         if wanted is not None and name not in wanted:
             continue
