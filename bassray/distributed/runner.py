@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -14,6 +15,8 @@ import ray.train
 import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+
+from bassray.config import Config, config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,25 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(address=address, num_cpus=None if address else num_cpus,
                  include_dashboard=False if not address else None,
                  log_to_driver=True, ignore_reinit_error=True)
+
+
+@dataclass
+class WorkerSetup:
+    config: Config
+    rank: int
+    world: int
+    device: torch.device
+
+
+def setup_worker(loop_config: dict[str, Any]) -> WorkerSetup:
+    """What every training function does first: its config, rank, device and seeds."""
+    config = config_from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    device = (torch.device("cuda", torch.cuda.current_device()) if config.distributed.use_gpu
+              else torch.device("cpu"))
+    torch.manual_seed(loop_config["seed"] + context.get_world_rank())
+    torch.set_flush_denormal(True)  # denormals from exp() made CPU steps 10-100x slower
+    return WorkerSetup(config, context.get_world_rank(), context.get_world_size(), device)
 
 
 def infinite_batches(dataset_name: str, batch_size: int, dtypes: dict[str, torch.dtype],

@@ -14,10 +14,10 @@ import ray
 import ray.train
 import torch
 
-from bassray.config import Config, config_from_dict
+from bassray.config import Config
 from bassray.distributed.deepspeed_config import deepspeed_config, resolve_precision
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch,
-                                        restore_checkpoint, save_checkpoint_and_report)
+                                        restore_checkpoint, save_checkpoint_and_report, setup_worker)
 from bassray.distributed.tracking import RunTracker, default_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,11 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
     from bassray.models.critics import Critics
     from bassray.train.autoencoder_losses import critic_loss, generator_loss
 
-    config = config_from_dict(loop_config["config"])
+    setup = setup_worker(loop_config)
+    config, rank, world, device = setup.config, setup.rank, setup.world, setup.device
     stem = loop_config["stem"]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
     train_cfg = config.autoencoder_training
     use_gpu = config.distributed.use_gpu
-    device = torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu")
-    torch.manual_seed(loop_config["seed"] + rank)
-    torch.set_flush_denormal(True)  # denormals from exp() made CPU steps 10-100x slower
 
     model = Autoencoder(config.autoencoder_for(stem), config.audio)
     critics = Critics(config.critic, config.audio)

@@ -14,10 +14,10 @@ import ray
 import ray.train
 import torch
 
-from bassray.config import Config, config_from_dict
+from bassray.config import Config
 from bassray.distributed.deepspeed_config import deepspeed_config
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch,
-                                        restore_checkpoint, save_checkpoint_and_report)
+                                        restore_checkpoint, save_checkpoint_and_report, setup_worker)
 from bassray.distributed.tracking import RunTracker, default_tracking_uri
 from bassray.distributed.train_autoencoder import StageResult
 
@@ -66,14 +66,10 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     from bassray.models.unet1d import UNet1d
     from bassray.train.ema import EMA
 
-    config = config_from_dict(loop_config["config"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    setup = setup_worker(loop_config)
+    config, rank, world, device = setup.config, setup.rank, setup.world, setup.device
     train_cfg = config.diffusion_training
     use_gpu = config.distributed.use_gpu
-    device = torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu")
-    torch.manual_seed(loop_config["seed"] + rank)
-    torch.set_flush_denormal(True)  # denormals from exp() made CPU steps 10-100x slower
 
     model = UNet1d(config.unet, config.bass_autoencoder.latent_dim, config.mix_autoencoder.latent_dim)
     engine, _, _, _ = deepspeed.initialize(

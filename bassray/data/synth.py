@@ -1,0 +1,222 @@
+"""Render composed songs with a SoundFont of sampled GM instruments and write them as shards.
+
+Rendering uses ``midirenderer`` (a self-contained wheel; it renders a MIDI file to 48 kHz stereo
+WAV bytes). Each stem is rendered on its own, conformed to the config's rate, given a fixed gain
+and pan, and the song's stems are scaled together so their sum never clips.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pretty_midi
+import soundfile as sf
+
+from bassray.audio import conform
+from bassray.config import Config
+from bassray.data.compose import Song, compose_song, cut_ground_truth
+from bassray.data.ingest import segment_bounds
+from bassray.data.shards import TrackSegment, write_manifest, write_shards
+
+log = logging.getLogger(__name__)
+
+RENDER_RATE = 48000   # midirenderer's fixed output rate
+MIX_PEAK = 0.89       # about -1 dBFS for the sum of all stems
+TRACK_PREFIX = "synth"
+# Starting a spawned worker (it imports torch) costs about as much as rendering a few songs.
+_MIN_SONGS_FOR_POOL = 8
+
+_worker_soundfont: bytes | None = None  # a pool worker's SoundFont, read once per process
+
+
+def default_soundfont() -> Path:
+    """TimGM6mb.sf2 shipped inside pretty_midi's wheel (full General MIDI, 6 MB)."""
+    return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+
+
+def read_soundfont(soundfont: str | Path | None) -> bytes:
+    path = Path(soundfont) if soundfont else default_soundfont()
+    if not path.is_file():
+        raise FileNotFoundError(f"SoundFont {path} not found: pass an existing General MIDI .sf2 "
+                                f"file, or leave it out to use pretty_midi's TimGM6mb.sf2")
+    return path.read_bytes()
+
+
+def render_midi(midi: pretty_midi.PrettyMIDI, soundfont_bytes: bytes, seconds: float,
+                sample_rate: int, channels: int) -> np.ndarray:
+    """MIDI -> float32 [channels, round(seconds * sample_rate)] audio."""
+    import midirenderer  # optional at import time: only rendering needs it
+
+    buffer = io.BytesIO()
+    midi.write(buffer)
+    try:
+        wav = midirenderer.render_wave_from(soundfont_bytes, buffer.getvalue())
+    except (ValueError, RuntimeError) as exc:
+        raise RuntimeError(f"midirenderer could not render a stem: {exc}; check that the "
+                           f"SoundFont is a valid .sf2 file") from exc
+    audio, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
+    audio = audio.T  # [C, T] at 48 kHz
+    frames = int(round(seconds * rate))
+    if audio.shape[1] < frames:
+        audio = np.pad(audio, ((0, 0), (0, frames - audio.shape[1])))
+    audio = conform(np.ascontiguousarray(audio[:, :frames]), rate, sample_rate, channels)
+    length = int(round(seconds * sample_rate))
+    out = np.zeros((channels, length), dtype=np.float32)
+    n = min(length, audio.shape[1])
+    out[:, :n] = audio[:, :n]
+    return out
+
+
+def _pan_gains(pan: float, channels: int) -> np.ndarray:
+    """Balance gains per channel (-1 left .. +1 right); 1 at the centre. Mono gets no pan."""
+    if channels != 2:
+        return np.ones(channels, dtype=np.float32)
+    angle = (pan + 1.0) * np.pi / 4.0
+    return (np.sqrt(2.0) * np.array([np.cos(angle), np.sin(angle)])).astype(np.float32)
+
+
+def render_song(song: Song, soundfont_bytes: bytes, sample_rate: int,
+                channels: int) -> tuple[dict[str, np.ndarray], float]:
+    """All stems of ``song`` as float32 [channels, samples], scaled by one gain so the mix of all
+    stems peaks at about -1 dBFS; returns (stems, that gain)."""
+    stems = {}
+    for name in song.stems:
+        audio = render_midi(song.stem_midi(name), soundfont_bytes, song.duration, sample_rate, channels)
+        gain = 10.0 ** (song.gains_db[name] / 20.0) * _pan_gains(song.pans[name], channels)
+        stems[name] = audio * gain[:, None]
+    mix = sum(stems.values())
+    peak = max(float(np.abs(mix).max()), max(float(np.abs(w).max()) for w in stems.values()))
+    gain = MIX_PEAK / peak if peak > 0 else 1.0
+    return {name: (w * gain).astype(np.float32) for name, w in stems.items()}, gain
+
+
+def track_key(index: int) -> str:
+    return f"{TRACK_PREFIX}-{index:06d}"
+
+
+def song_seed(seed: int, index: int) -> int:
+    """Seed of song ``index``: independent of how many songs a run makes."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def _init_worker(soundfont: str | None, pool_worker: bool = False) -> None:
+    global _worker_soundfont
+    if pool_worker:
+        import torch  # resampling runs in torch: one thread per worker, the pool is the parallelism
+        torch.set_num_threads(1)
+    _worker_soundfont = read_soundfont(soundfont)
+
+
+def _render_task(task: tuple[int, int, float, int, int]) -> tuple[int, Song, dict[str, np.ndarray], float, float]:
+    index, seed, seconds, sample_rate, channels = task
+    started = time.perf_counter()
+    song = compose_song(song_seed(seed, index), seconds)
+    stems, gain = render_song(song, _worker_soundfont, sample_rate, channels)
+    return index, song, stems, gain, time.perf_counter() - started
+
+
+def song_segments(index: int, song: Song, stems: dict[str, np.ndarray], gain: float,
+                  config: Config) -> Iterator[TrackSegment]:
+    """Cut one rendered song into segments of at most ``config.data.segment_seconds``, each with
+    the ground truth of its own time span."""
+    rate = config.audio.sample_rate
+    key = track_key(index)
+    truth = song.ground_truth()
+    length = next(iter(stems.values())).shape[1]
+    bounds = segment_bounds(length, rate, config.data.segment_seconds)
+    for segment, (start, end) in enumerate(bounds):
+        meta = cut_ground_truth(truth, start / rate, end / rate)
+        meta.update(segment_index=segment, segment_count=len(bounds), gain=gain)
+        yield TrackSegment(key=f"{key}-s{segment:03d}", track_id=key, sample_rate=rate,
+                           stems={n: np.ascontiguousarray(w[:, start:end]) for n, w in stems.items()},
+                           meta=meta)
+
+
+class _SynthRun:
+    """Renders songs (in a pool of up to ``workers`` processes) and streams their segments."""
+
+    def __init__(self, num_songs: int, config: Config, seed: int, soundfont: str | None,
+                 seconds: float, workers: int):
+        self.num_songs, self.config, self.seed = num_songs, config, seed
+        self.soundfont, self.seconds, self.workers = soundfont, seconds, workers
+        self.stem_counts: dict[str, int] = {}
+        self.render_seconds = 0.0
+
+    def _results(self) -> Iterator[tuple[int, Song, dict[str, np.ndarray], float, float]]:
+        audio = self.config.audio
+        tasks = [(i, self.seed, self.seconds, audio.sample_rate, audio.channels)
+                 for i in range(self.num_songs)]
+        if self.workers <= 1 or self.num_songs < _MIN_SONGS_FOR_POOL:
+            _init_worker(self.soundfont)
+            yield from map(_render_task, tasks)
+            return
+        # spawn, not fork: the parent may hold torch thread pools that a fork would deadlock on.
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(self.workers, initializer=_init_worker, initargs=(self.soundfont, True)) as pool:
+            yield from pool.imap(_render_task, tasks)
+
+    def segments(self) -> Iterator[TrackSegment]:
+        for index, song, stems, gain, took in self._results():
+            self.render_seconds += took
+            for name in stems:
+                self.stem_counts[name] = self.stem_counts.get(name, 0) + 1
+            log.info("synth: song %d/%d %s rendered in %.2fs (%s %s, %.0f BPM, %s, bass %s/%d, "
+                     "stems %s)", index + 1, self.num_songs, track_key(index), took, song.key,
+                     song.mode, song.tempo, song.progression, song.patterns["bass"],
+                     song.stems["bass"][0].program, ",".join(sorted(stems)))
+            yield from song_segments(index, song, stems, gain, self.config)
+
+
+def synthesize_dataset(out_dir: str | Path, num_songs: int, config: Config, seed: int = 0,
+                       soundfont: str | Path | None = None, song_seconds: float | None = None,
+                       workers: int | None = None) -> dict[str, Any]:
+    """Compose and render ``num_songs`` songs into audio shards plus ``manifest.json`` in
+    ``out_dir``; returns the manifest. Song ``i`` depends only on (seed, i, song length).
+
+    ``workers`` render processes (default: 2 when there are cores to spare beside the one that
+    encodes FLAC and writes shards, else 1 -- on 2 busy cores a pool measured slower)."""
+    if workers is None:
+        workers = min(2, max(1, (os.cpu_count() or 1) - 1))
+    if num_songs < 1:
+        raise ValueError(f"num_songs must be at least 1, got {num_songs}")
+    seconds = float(song_seconds if song_seconds is not None else config.data.synth_song_seconds)
+    if seconds < config.data.crop_seconds:
+        raise ValueError(f"songs of {seconds}s are shorter than one training crop "
+                         f"({config.data.crop_seconds}s): pass a longer --seconds")
+    soundfont_path = str(Path(soundfont).resolve()) if soundfont else None
+    read_soundfont(soundfont_path)  # fail early with a clear message, before any worker starts
+    data = config.data
+    run = _SynthRun(num_songs, config, seed, soundfont_path, seconds, workers)
+    started = time.perf_counter()
+    splits = write_shards(run.segments(), out_dir, shard_target_mb=data.shard_target_mb,
+                          val_fraction=data.val_fraction, test_fraction=data.test_fraction,
+                          split_seed=data.split_seed)
+    wall = time.perf_counter() - started
+    manifest = {
+        "kind": "audio", "layout": "synthetic", "source": "synthetic", "seed": seed,
+        "soundfont": soundfont_path or str(default_soundfont()),
+        "sample_rate": config.audio.sample_rate, "channels": config.audio.channels,
+        "target_stem": data.target_stem, "segment_seconds": data.segment_seconds,
+        "song_seconds": seconds,
+        "counts": {
+            "tracks_in": num_songs, "tracks_kept": num_songs, "tracks_skipped": 0,
+            "segments": sum(s["segments"] for s in splits.values()),
+            "hours": {name: s["hours"] for name, s in splits.items()},
+        },
+        "stems": dict(sorted(run.stem_counts.items())),
+        "splits": splits,
+        "shards": {name: s["shards"] for name, s in splits.items()},
+        "skipped": [], "skipped_count": 0,
+        "timing": {"wall_seconds": round(wall, 2), "seconds_per_song": round(wall / num_songs, 3),
+                   "render_seconds_per_song": round(run.render_seconds / num_songs, 3)},
+    }
+    path = write_manifest(out_dir, manifest)
+    log.info("synth: %d songs, %d segments in %.1fs (%.2fs per song); manifest %s", num_songs,
+             manifest["counts"]["segments"], wall, wall / num_songs, path)
+    return manifest
