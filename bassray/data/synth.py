@@ -113,7 +113,11 @@ def _init_worker(soundfont: str | None, pool_worker: bool = False) -> None:
     _worker_soundfont = read_soundfont(soundfont)
 
 
-def _render_task(task: tuple[int, int, float, int, int]) -> tuple[int, Song, dict[str, np.ndarray], float, float]:
+_Rendered = tuple[int, Song, dict[str, np.ndarray], float, float]  # index, song, stems, gain, s
+
+
+def _render_task(task: tuple[int, int, float, int, int]) -> _Rendered:
+    """(song index, dataset seed, seconds, rate, channels) -> the rendered song."""
     index, seed, seconds, sample_rate, channels = task
     started = time.perf_counter()
     song = compose_song(song_seed(seed, index), seconds)
@@ -148,7 +152,7 @@ class _SynthRun:
         self.stem_counts: dict[str, int] = {}
         self.render_seconds = 0.0
 
-    def _results(self) -> Iterator[tuple[int, Song, dict[str, np.ndarray], float, float]]:
+    def _results(self) -> Iterator[_Rendered]:
         audio = self.config.audio
         tasks = [(i, self.seed, self.seconds, audio.sample_rate, audio.channels)
                  for i in range(self.num_songs)]
