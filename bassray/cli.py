@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_ingest)
 
     p = sub.add_parser("export", help="turn a training checkpoint into a bundle")
-    p.add_argument("checkpoint", type=Path, help="a checkpoint_* folder of a training run")
+    p.add_argument("checkpoint", type=Path,
+                   help="a checkpoint_* folder, or a run folder (its newest checkpoint is taken)")
     p.add_argument("-o", "--output", type=Path, required=True, help="bundle folder to write")
     p.set_defaults(func=cmd_export)
 

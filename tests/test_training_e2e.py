@@ -71,6 +71,12 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     for key in ("val/v_loss_true_mix", "val/v_loss_null_mix", "val/v_loss_mismatched_mix"):
         assert _metric_steps(uri, ldm.mlflow_run_id, key) == [2]
 
+    # `bassray export` turns the run's newest checkpoint into an equivalent bundle.
+    from bassray.cli import main as cli_main
+    exported = tmp_path / "exported"
+    assert cli_main(["export", str(bassray_home / "ray_results" / "ldm"), "-o", str(exported)]) == 0
+    assert BassGenerator.from_bundle(exported).sample_rate == config.audio.sample_rate
+
     generator = BassGenerator.from_bundle(ldm.bundle_dir)
     mix = np.random.default_rng(0).normal(0, 0.1, size=(2, 12345)).astype(np.float32)
     out = generator.generate([mix], [GenerationSettings(steps=2)])[0]

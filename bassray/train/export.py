@@ -16,6 +16,15 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder whose newest ``checkpoint_*`` folder is taken."""
+    path = Path(path)
+    if (path / STATE_FILE).exists() or not path.is_dir():
+        return path
+    found = sorted(p for p in path.glob("checkpoint_*") if p.is_dir())
+    return found[-1] if found else path
+
+
 def read_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, Any]:
     path = Path(checkpoint_dir) / STATE_FILE
     if not path.exists():
@@ -35,9 +44,10 @@ def read_engine_module_state(engine_dir: str | Path, tag: str = "weights") -> di
 
 
 def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write the bundle of an autoencoder or diffusion checkpoint to ``out_dir``."""
+    """Write the bundle of an autoencoder or diffusion checkpoint (or a run's newest) to ``out_dir``."""
     from bassray.train.bundle import save_bundle
 
+    checkpoint_dir = resolve_checkpoint(checkpoint_dir)
     state = read_checkpoint_state(checkpoint_dir)
     config = config_from_dict(state["config"])
     stage = state.get("stage")
