@@ -52,6 +52,8 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     assert resumed.mlflow_run_id == first.mlflow_run_id
     assert _metric_steps(uri, first.mlflow_run_id, "gen/rec") == [1, 2, 3, 4]  # continued, not restarted
     assert int(resumed.model_version) == int(first.model_version) + 1
+    data_counts = mlflow.MlflowClient(uri).get_run(first.mlflow_run_id).data.metrics
+    assert data_counts["data/shards"] > 0 and data_counts["data/crops"] > 0  # pipeline stats recorded
     versions = mlflow.MlflowClient(uri).search_model_versions("name='bassray-mix-autoencoder'")
     assert len(versions) == 2
     bundle_meta = json.loads((resumed.bundle_dir / "registry.json").read_text())

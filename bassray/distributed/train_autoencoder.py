@@ -162,6 +162,7 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
     """Train (or resume) one autoencoder; export, log and register its bundle. Runs on the current
     Ray cluster, or a local one."""
     from bassray.distributed.datasets import autoencoder_dataset
+    from bassray.distributed.pipeline_stats import PipelineStats
     from bassray.train.export import export_checkpoint
 
     home = bassray_home(root)
@@ -177,7 +178,8 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
     loop_config = {"config": config.to_dict(), "stem": stem, "seed": seed, "data_dir": data_dir,
                    "tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name,
                    "artifact_root": str(home / "mlartifacts")}
-    dataset = autoencoder_dataset(data_dir, "train", stem, config, seed=seed)
+    stats = PipelineStats()
+    dataset = autoencoder_dataset(data_dir, "train", stem, config, seed=seed, stats=stats)
     result = launch(autoencoder_train_loop, loop_config, {"train": dataset}, run_name=run_name,
                     storage_path=str(home / "ray_results"),
                     num_workers=config.distributed.num_workers, use_gpu=config.distributed.use_gpu,
@@ -188,6 +190,9 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
     with result.checkpoint.as_directory() as checkpoint_dir:
         export_checkpoint(checkpoint_dir, bundle_dir)
     tracker = RunTracker(tracking_uri, experiment, run_name, str(home / "mlartifacts"))
+    # Skipped corrupt members, unreadable shards and silent crops of this run, for the record.
+    tracker.log_metrics({f"data/{k}": float(v) for k, v in stats.log_summary("autoencoder crops").items()},
+                        step=config.autoencoder_training.max_steps)
     version = tracker.register_bundle(bundle_dir, f"bassray-{stem}-autoencoder",
                                       tags={"config": config.name, "stem": stem})
     tracker.finish()
