@@ -130,3 +130,25 @@ def launch(train_fn: Callable[[dict], None], loop_config: dict[str, Any], datase
         datasets=datasets,
     )
     return trainer.fit()
+
+
+def export_and_register(result, *, label: str, home: Path, run_name: str, tracking_uri: str,
+                        experiment: str, model_name: str, tags: dict[str, str],
+                        metrics: dict[str, float] | None = None, step: int = 0
+                        ) -> tuple[Path, str, str]:
+    """After ``launch``: fail clearly, export the final checkpoint to ``<home>/bundles/<run_name>``,
+    log ``metrics`` and register the bundle in the run's MLflow run. (bundle, run id, version)."""
+    from bassray.distributed.tracking import RunTracker
+    from bassray.train.export import export_checkpoint
+    if result.error is not None:
+        raise RuntimeError(f"{label} {run_name!r} failed: {result.error}") from result.error
+    bundle_dir = home / "bundles" / run_name
+    with result.checkpoint.as_directory() as checkpoint_dir:
+        export_checkpoint(checkpoint_dir, bundle_dir)
+    tracker = RunTracker(tracking_uri, experiment, run_name, str(home / "mlartifacts"))
+    if metrics:
+        tracker.log_metrics(metrics, step=step)
+    version = tracker.register_bundle(bundle_dir, model_name, tags=tags)
+    tracker.finish()
+    log.info("bundle: %s (MLflow model %s v%s)", bundle_dir, model_name, version)
+    return bundle_dir, tracker.run_id, version

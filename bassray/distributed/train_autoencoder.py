@@ -17,7 +17,8 @@ import torch
 from bassray.config import Config
 from bassray.distributed.deepspeed_config import deepspeed_config, resolve_precision
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch,
-                                        restore_checkpoint, save_checkpoint_and_report, setup_worker)
+                                        export_and_register, restore_checkpoint, save_checkpoint_and_report,
+                                        setup_worker)
 from bassray.distributed.tracking import RunTracker, default_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,6 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
     Ray cluster, or a local one."""
     from bassray.distributed.datasets import autoencoder_dataset
     from bassray.distributed.pipeline_stats import PipelineStats
-    from bassray.train.export import export_checkpoint
-
     home = bassray_home(root)
     if num_workers is not None:
         config.distributed.num_workers = num_workers
@@ -184,19 +183,13 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
                     storage_path=str(home / "ray_results"),
                     num_workers=config.distributed.num_workers, use_gpu=config.distributed.use_gpu,
                     cpus_per_worker=config.distributed.cpus_per_worker)
-    if result.error is not None:
-        raise RuntimeError(f"autoencoder training {run_name!r} failed: {result.error}") from result.error
-    bundle_dir = home / "bundles" / run_name
-    with result.checkpoint.as_directory() as checkpoint_dir:
-        export_checkpoint(checkpoint_dir, bundle_dir)
-    tracker = RunTracker(tracking_uri, experiment, run_name, str(home / "mlartifacts"))
+    model_name = f"bassray-{stem}-autoencoder"
     # Skipped corrupt members, unreadable shards and silent crops of this run, for the record.
-    tracker.log_metrics({f"data/{k}": float(v) for k, v in stats.log_summary("autoencoder crops").items()},
-                        step=config.autoencoder_training.max_steps)
-    version = tracker.register_bundle(bundle_dir, f"bassray-{stem}-autoencoder",
-                                      tags={"config": config.name, "stem": stem})
-    tracker.finish()
-    write_registry_note(bundle_dir, f"bassray-{stem}-autoencoder", version, tracker.run_id)
-    log.info("bundle: %s (MLflow model bassray-%s-autoencoder v%s)", bundle_dir, stem, version)
-    return StageResult(run_name, result.checkpoint.path, bundle_dir, tracker.run_id, version,
+    counts = {f"data/{k}": float(v) for k, v in stats.log_summary("autoencoder crops").items()}
+    bundle_dir, run_id, version = export_and_register(
+        result, label="autoencoder training", home=home, run_name=run_name, tracking_uri=tracking_uri,
+        experiment=experiment, model_name=model_name, tags={"config": config.name, "stem": stem},
+        metrics=counts, step=config.autoencoder_training.max_steps)
+    write_registry_note(bundle_dir, model_name, version, run_id)
+    return StageResult(run_name, result.checkpoint.path, bundle_dir, run_id, version,
                        dict(result.metrics or {}))

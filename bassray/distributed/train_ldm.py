@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import ray.train
 import torch
@@ -17,7 +16,8 @@ import torch
 from bassray.config import Config
 from bassray.distributed.deepspeed_config import deepspeed_config
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch,
-                                        restore_checkpoint, save_checkpoint_and_report, setup_worker)
+                                        export_and_register, restore_checkpoint, save_checkpoint_and_report,
+                                        setup_worker)
 from bassray.distributed.tracking import RunTracker, default_tracking_uri
 from bassray.distributed.train_autoencoder import StageResult
 
@@ -147,8 +147,6 @@ def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, ta
               ) -> StageResult:
     """Train (or resume) the diffusion model; export, log and register the self-contained bundle."""
     from bassray.distributed.latent_datasets import latent_pairs_dataset
-    from bassray.train.export import export_checkpoint
-
     home = bassray_home(root)
     if num_workers is not None:
         config.distributed.num_workers = num_workers
@@ -166,15 +164,9 @@ def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, ta
     result = launch(ldm_train_loop, loop_config, {"train": dataset}, run_name=run_name,
                     storage_path=str(home / "ray_results"), num_workers=config.distributed.num_workers,
                     use_gpu=config.distributed.use_gpu, cpus_per_worker=config.distributed.cpus_per_worker)
-    if result.error is not None:
-        raise RuntimeError(f"diffusion training {run_name!r} failed: {result.error}") from result.error
-    bundle_dir = home / "bundles" / run_name
-    with result.checkpoint.as_directory() as checkpoint_dir:
-        export_checkpoint(checkpoint_dir, bundle_dir)
-    tracker = RunTracker(tracking_uri, experiment, run_name, str(home / "mlartifacts"))
-    version = tracker.register_bundle(bundle_dir, "bassray-diffusion", tags={
-        "config": config.name, **autoencoder_versions(mix_bundle, target_bundle)})
-    tracker.finish()
-    log.info("bundle: %s (MLflow model bassray-diffusion v%s)", bundle_dir, version)
-    return StageResult(run_name, result.checkpoint.path, bundle_dir, tracker.run_id, version,
+    bundle_dir, run_id, version = export_and_register(
+        result, label="diffusion training", home=home, run_name=run_name, tracking_uri=tracking_uri,
+        experiment=experiment, model_name="bassray-diffusion",
+        tags={"config": config.name, **autoencoder_versions(mix_bundle, target_bundle)})
+    return StageResult(run_name, result.checkpoint.path, bundle_dir, run_id, version,
                        dict(result.metrics or {}))
