@@ -110,6 +110,9 @@ class DiffusionTrainConfig:
     max_steps: int = 500_000
     crop_frames: int = 256
     cond_dropout: float = 0.15
+    # Std of Gaussian noise added to kept mix latents in training (conditioning augmentation):
+    # 0 on large collections; on a few dozen songs it keeps the model from memorising them.
+    cond_noise: float = 0.0
     ema_decay: float = 0.999
     log_every: int = 50
     eval_every: int = 5000

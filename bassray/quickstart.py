@@ -50,8 +50,9 @@ def _conditioning(bundle_dir: Path, latent_dir: Path) -> str:
             r = conditioning_report(str(bundle_dir), str(latent_dir), split=split)
         except (FileNotFoundError, ValueError):
             continue
-        return (f"{split}: true mix {r['v_loss_true_mix']:.4f}, null {r['v_loss_null_mix']:.4f}, "
-                f"mismatched mix {r['v_loss_mismatched_mix']:.4f} ({r['crops']} crops)")
+        return (f"{split}: true mix {r['v_loss_true_mix']:.4f}, null {r['v_loss_null_mix']:.4f} "
+                f"({r['z_null']:+.1f} SE), mismatched mix {r['v_loss_mismatched_mix']:.4f} "
+                f"({r['z_mismatched']:+.1f} SE); {r['crops']} crops of {r['tracks']} tracks")
     return "no held-out latents to measure on"
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -37,3 +38,34 @@ def test_a_model_that_uses_its_condition_scores_best_with_the_true_mix():
 def test_one_crop_cannot_be_mismatched():
     with pytest.raises(ValueError, match="two"):
         conditioning_losses(ConditionBlind(), torch.randn(1, 4, 8), torch.randn(1, 2, 8))
+
+
+class ReadsX0OffCondition(torch.nn.Module):
+    """v = -sigma * x0 with x0 read off the condition: its loss is bounded, lowest with the true mix."""
+
+    def forward(self, z, t, cond):
+        _, s = alpha_sigma(t.reshape(-1, 1, 1))
+        return -s * cond[:, : z.shape[1]]
+
+
+@pytest.mark.parametrize("sizes", [[4, 4, 4], [1, 5, 2, 3], [2, 2], [3, 1, 1, 1]])
+def test_mismatched_order_pairs_every_crop_with_another_track(sizes):
+    from bassray.eval.conditioning import mismatched_order
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    np.random.default_rng(0).shuffle(groups)
+    perm = mismatched_order(groups)
+    assert sorted(perm) == list(range(len(groups)))  # a permutation: every crop's mix used once
+    assert (groups[perm] != groups).all()
+
+
+def test_gaps_are_paired_and_measured_in_track_standard_errors():
+    target = torch.randn(30, 2, 8, generator=torch.Generator().manual_seed(0))
+    mix = torch.cat([target, torch.randn(30, 2, 8)], dim=1)
+    groups = np.repeat(np.arange(10), 3)
+    losses = conditioning_losses(ReadsX0OffCondition(), mix, target, repeats=8, groups=groups)
+    assert losses["gap_null"] == pytest.approx(losses["v_loss_null_mix"] - losses["v_loss_true_mix"])
+    assert losses["z_null"] > 3 and losses["z_mismatched"] > 3
+    blind = conditioning_losses(ConditionBlind(), mix, target, repeats=2, groups=groups)
+    assert blind["gap_null"] == 0.0 and blind["gap_mismatched"] == 0.0
+    with pytest.raises(ValueError, match="one track per crop"):
+        conditioning_losses(ConditionBlind(), mix, target, groups=groups[:5])

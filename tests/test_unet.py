@@ -100,6 +100,23 @@ def test_null_condition_dropout_zeroes_whole_examples():
     assert 0.08 < zeroed.float().mean() < 0.22
 
 
+def test_conditioning_augmentation_perturbs_kept_mixes_and_leaves_null_ones_zero():
+    seen = []
+    model = lambda z, t, c: (seen.append(c.clone()), torch.zeros_like(z))[1]  # noqa: E731
+    cond = torch.ones(400, 2, 3)
+    v_loss(model, torch.zeros(400, 1, 3), cond, generator=torch.Generator().manual_seed(1), cond_dropout=0.15,
+           cond_noise=0.5)
+    per_example = seen[0].flatten(1)
+    zeroed = (per_example == 0).all(1)
+    kept = per_example[~zeroed]
+    assert 0.08 < zeroed.float().mean() < 0.22
+    assert (kept != 1).all() and abs(float((kept - 1).std()) - 0.5) < 0.05
+    v_loss(model, torch.zeros(4, 1, 3), torch.ones(4, 2, 3), condition="true", cond_noise=0.5)
+    assert torch.equal(seen[-1], torch.ones(4, 2, 3))  # evaluation never perturbs a forced condition
+    with pytest.raises(ValueError, match="cond_noise"):
+        v_loss(model, torch.zeros(4, 1, 3), torch.ones(4, 2, 3), cond_noise=-0.1)
+
+
 def test_forced_conditions_see_the_same_noise_and_the_chosen_condition():
     seen = []
 

@@ -114,24 +114,30 @@ def list_latent_shards(latent_dir: str | Path, split: str) -> list[str]:
 
 
 def load_latent_pairs(latent_dir: str | Path, split: str, crop_frames: int, limit: int,
-                      seed: int = 0, crops_per_track: int = 8) -> tuple[np.ndarray, np.ndarray]:
+                      seed: int = 0, crops_per_track: int = 8, with_tracks: bool = False):
     """A fixed set of up to ``limit`` normalised held-out crops, several per track at random offsets
-    (so a one-track split still yields distinct, mismatchable crops), without Ray."""
+    (so a one-track split still yields distinct, mismatchable crops), without Ray. Returns
+    ``(mix [N, Dx, L], target [N, Dy, L])``, plus each crop's track index when ``with_tracks``."""
     from bassray.data.shards import iter_shard_members
     stats = LatentStats.load(latent_dir)
     rng = np.random.default_rng(seed)
-    mixes, targets = [], []
+    mixes, targets, tracks = [], [], []
     for path in list_latent_shards(latent_dir, split):
         for _, columns in iter_shard_members(path):
             pairs = latent_crop_pairs(npy_load(columns["mix_latents.npy"]),
                                       npy_load(columns["target_latent.npy"]), crop_frames,
                                       crops_per_track, rng)
+            track = len(set(tracks))
             for m, t in pairs:
                 mixes.append(stats.normalize_mix(m))
                 targets.append(stats.normalize_target(t))
+                tracks.append(track)
             if len(mixes) >= limit:
-                return np.stack(mixes[:limit]), np.stack(targets[:limit])
+                break
+        if len(mixes) >= limit:
+            break
     if len(mixes) < 2:
         raise ValueError(f"fewer than two {split} latent crops of {crop_frames} frames: add data or "
                          f"lower the crop length")
-    return np.stack(mixes), np.stack(targets)
+    out = (np.stack(mixes[:limit]), np.stack(targets[:limit]))
+    return (*out, np.asarray(tracks[:limit])) if with_tracks else out

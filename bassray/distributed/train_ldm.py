@@ -93,8 +93,9 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
                             "parameters": sum(p.numel() for p in model.parameters()),
                             **autoencoder_versions(loop_config["mix_bundle"], loop_config["target_bundle"])})
         try:
-            mix, target = load_latent_pairs(loop_config["latent_dir"], "val", train_cfg.crop_frames, limit=64)
-            val = (torch.from_numpy(mix).to(device), torch.from_numpy(target).to(device))
+            mix, target, tracks = load_latent_pairs(loop_config["latent_dir"], "val", train_cfg.crop_frames,
+                                                    limit=128, crops_per_track=4, with_tracks=True)
+            val = (torch.from_numpy(mix).to(device), torch.from_numpy(target).to(device), tracks)
         except (FileNotFoundError, ValueError) as exc:
             log.warning("no validation latents (%s): validation losses are skipped", exc)
 
@@ -107,7 +108,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     for step in range(start_step, train_cfg.max_steps):
         batch = next(batches)
         loss, metrics = v_loss(engine, batch["target"], batch["mix"], generator=gen,
-                               cond_dropout=train_cfg.cond_dropout)
+                               cond_dropout=train_cfg.cond_dropout, cond_noise=train_cfg.cond_noise)
         engine.backward(loss)
         engine.step()
         ema.update(engine.module)
@@ -123,7 +124,8 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
                 done % train_cfg.eval_every == 0 or done == train_cfg.max_steps):
             ema_model = copy.deepcopy(engine.module)
             ema.copy_to(ema_model)
-            val_metrics = {f"val/{k}": v for k, v in conditioning_losses(ema_model, *val).items()}
+            losses = conditioning_losses(ema_model, val[0], val[1], groups=val[2])
+            val_metrics = {f"val/{k}": v for k, v in losses.items()}
             tracker.log_metrics(val_metrics, step=done)
             metrics.update(val_metrics)
             try:
