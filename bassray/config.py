@@ -114,6 +114,9 @@ class DiffusionTrainConfig:
     # 0 on large collections; on a few dozen songs it keeps the model from memorising them.
     cond_noise: float = 0.0
     ema_decay: float = 0.999
+    # CPU threads per worker for the U-Net; 0 keeps Ray's setting (the worker's CPU share, at least
+    # 1). Latent crops cost little to read, so on CPU the U-Net can have the cores to itself.
+    torch_threads: int = 0
     log_every: int = 50
     eval_every: int = 5000
     checkpoint_every: int = 5000

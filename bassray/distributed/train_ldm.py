@@ -70,6 +70,8 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     config, rank, world, device = setup.config, setup.rank, setup.world, setup.device
     train_cfg = config.diffusion_training
     use_gpu = config.distributed.use_gpu
+    if train_cfg.torch_threads > 0:
+        torch.set_num_threads(train_cfg.torch_threads)
 
     model = UNet1d(config.unet, config.bass_autoencoder.latent_dim, config.mix_autoencoder.latent_dim)
     engine, _, _, _ = deepspeed.initialize(
