@@ -127,3 +127,35 @@ def test_no_readable_shard_is_a_clear_error(ray_local, tmp_path):
         autoencoder_dataset(tmp_path, "val", "mix", config)
     with pytest.raises(ValueError, match="unknown stem kind"):
         autoencoder_dataset(tmp_path, "train", "vocals", config)
+
+
+def write_latent_shard(path, tracks: dict[str, tuple[bytes, bytes]]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for key, (mix, target) in tracks.items():
+            for name, data in ((f"{key}.mix_latents.npy", mix), (f"{key}.target_latent.npy", target)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_latent_dataset_counts_bad_tracks_and_keeps_going(ray_local, tmp_path):
+    from bassray.data.latents import LatentStats, npy_bytes
+    from bassray.distributed.latent_datasets import latent_pairs_dataset
+    from bassray.distributed.pipeline_stats import PipelineStats
+    config = load_config("tiny", ["diffusion_training.crop_frames=8", "data.crops_per_segment=3"])
+    rng = np.random.default_rng(0)
+    track = lambda length: (npy_bytes(rng.normal(size=(2, 64, length)).astype(np.float16)),  # noqa: E731
+                            npy_bytes(rng.normal(size=(32, length)).astype(np.float16)))
+    (tmp_path / "train").mkdir()
+    good_mix, good_target = track(20)
+    write_latent_shard(tmp_path / "train" / "a.tar", {"t0": (good_mix, good_target), "t1": track(20),
+                                                      "short": track(5)})
+    write_latent_shard(tmp_path / "train" / "b.tar", {"t2": track(20), "broken": (good_mix[:40], good_target)})
+    (tmp_path / "train" / "c.tar").write_bytes(b"\x00not a tar" * 64)
+    LatentStats([0.0] * 64, [1.0] * 64, [0.0] * 32, [1.0] * 32).save(tmp_path)
+    counts = PipelineStats()
+    rows = latent_pairs_dataset(tmp_path, "train", config, counts=counts).take_all()
+    assert len(rows) == 3 * 3 and all(r["mix"].shape == (64, 8) and r["target"].shape == (32, 8) for r in rows)
+    got = counts.snapshot()
+    assert got["unreadable_shards"] == 1 and got["shards"] == 2
+    assert got["corrupt_members"] == 1 and got["tracks_too_short"] == 1 and got["crops"] == 9

@@ -1,5 +1,6 @@
 """Ray Data over latent shards: random aligned (mix, target) crops, normalised with the stored
-statistics, for the diffusion stage."""
+statistics, for the diffusion stage. Unreadable shards, corrupt members and tracks shorter than a
+crop are skipped and counted in a :class:`~bassray.distributed.pipeline_stats.PipelineStats`."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +12,8 @@ import ray
 
 from bassray.config import Config
 from bassray.data.latents import LatentStats, latent_crop_pairs, list_latent_shards, npy_load
+from bassray.distributed.datasets import validate_shards
+from bassray.distributed.pipeline_stats import PipelineStats
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +25,10 @@ _ROWS_SEEN = {"n": 0}
 class LatentCropper:
     """Row -> several normalised crops, seeded by (seed, key, rows this process has seen)."""
 
-    def __init__(self, stats: LatentStats, crop_frames: int, crops_per_track: int, seed: int):
+    def __init__(self, stats: LatentStats, crop_frames: int, crops_per_track: int, seed: int,
+                 counts: PipelineStats | None = None):
         self.stats = stats
+        self.counts = counts
         self.crop_frames = crop_frames
         self.crops_per_track = crops_per_track
         self.seed = seed
@@ -36,19 +41,29 @@ class LatentCropper:
         try:
             mix = npy_load(row["mix_latents.npy"])
             target = npy_load(row["target_latent.npy"])
+            if mix.ndim != 3 or target.ndim != 2 or mix.shape[-1] != target.shape[-1]:
+                raise ValueError(f"mix latents {mix.shape} and target latent {target.shape} do not align")
         except Exception as exc:  # a corrupt member loses one track, not the run
             log.warning("skipping corrupt latent sample %s: %s", key, exc)
+            self._count(corrupt_members=1)
             return []
         pairs = latent_crop_pairs(mix, target, self.crop_frames, self.crops_per_track, rng)
+        self._count(tracks=1, crops=len(pairs), tracks_too_short=not pairs)
         return [{"mix": self.stats.normalize_mix(m).astype(np.float32),
                  "target": self.stats.normalize_target(t).astype(np.float32)} for m, t in pairs]
 
 
+    def _count(self, **counts: int) -> None:
+        if self.counts is not None:
+            self.counts.add(counts)
+
+
 def latent_pairs_dataset(latent_dir: str | Path, split: str, config: Config, seed: int = 0,
-                         crop_frames: int | None = None) -> ray.data.Dataset:
+                         crop_frames: int | None = None, counts: PipelineStats | None = None
+                         ) -> ray.data.Dataset:
     stats = LatentStats.load(latent_dir)
-    paths = list_latent_shards(latent_dir, split)
+    paths = validate_shards(list_latent_shards(latent_dir, split), counts)
     frames = crop_frames or config.diffusion_training.crop_frames
     dataset = ray.data.read_webdataset(paths, decoder=None, shuffle="files")
-    cropper = LatentCropper(stats, frames, config.data.crops_per_segment, seed)
+    cropper = LatentCropper(stats, frames, config.data.crops_per_segment, seed, counts)
     return dataset.flat_map(cropper).randomize_block_order()

@@ -151,6 +151,7 @@ def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, ta
               ) -> StageResult:
     """Train (or resume) the diffusion model; export, log and register the self-contained bundle."""
     from bassray.distributed.latent_datasets import latent_pairs_dataset
+    from bassray.distributed.pipeline_stats import PipelineStats
     home = bassray_home(root)
     if num_workers is not None:
         config.distributed.num_workers = num_workers
@@ -164,13 +165,17 @@ def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, ta
                    "mix_bundle": resolve(mix_bundle), "target_bundle": resolve(target_bundle),
                    "tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name,
                    "artifact_root": str(home / "mlartifacts")}
-    dataset = latent_pairs_dataset(latent_dir, "train", config, seed=seed)
+    counts = PipelineStats()
+    dataset = latent_pairs_dataset(latent_dir, "train", config, seed=seed, counts=counts)
     result = launch(ldm_train_loop, loop_config, {"train": dataset}, run_name=run_name,
                     storage_path=str(home / "ray_results"), num_workers=config.distributed.num_workers,
                     use_gpu=config.distributed.use_gpu, cpus_per_worker=config.distributed.cpus_per_worker)
     bundle_dir, run_id, version = export_and_register(
         result, label="diffusion training", home=home, run_name=run_name, tracking_uri=tracking_uri,
         experiment=experiment, model_name="bassray-diffusion",
-        tags={"config": config.name, **autoencoder_versions(mix_bundle, target_bundle)})
+        tags={"config": config.name, **autoencoder_versions(mix_bundle, target_bundle)},
+        # Skipped corrupt members, unreadable shards and too-short tracks of this run, for the record.
+        metrics={f"data/{k}": float(v) for k, v in counts.log_summary("latent crops").items()},
+        step=config.diffusion_training.max_steps)
     return StageResult(run_name, result.checkpoint.path, bundle_dir, run_id, version,
                        dict(result.metrics or {}))
