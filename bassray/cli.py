@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="every stage end to end on local Ray with synthetic songs")
     p.add_argument("--root", default=None, help="output folder (default $BASSRAY_HOME or ~/bassray)")
-    p.add_argument("--songs", type=int, default=48)
+    p.add_argument("--songs", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=1)
     _add_config(p)

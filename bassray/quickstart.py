@@ -56,7 +56,7 @@ def _conditioning(bundle_dir: Path, latent_dir: Path) -> str:
     return "no held-out latents to measure on"
 
 
-def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 48, seed: int = 0,
+def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 160, seed: int = 0,
                    num_workers: int = 1) -> dict[str, str]:
     from bassray.audio import write_audio
     from bassray.data.synth import synthesize_dataset
