@@ -43,17 +43,19 @@ def _reconstruction(bundle_dir: Path, data_dir: Path) -> str:
 
 
 def _conditioning(bundle_dir: Path, latent_dir: Path) -> str:
-    """Held-out v-loss with the true, null and a mismatched mix, as one printable line."""
+    """Held-out v-loss with the true, null and a mismatched mix on each held-out split, as one
+    printable line; the SE figures are how far each alternative lies above the true mix."""
     from bassray.eval.conditioning import conditioning_report
+    lines = []
     for split in ("test", "val"):
         try:
             r = conditioning_report(str(bundle_dir), str(latent_dir), split=split)
         except (FileNotFoundError, ValueError):
             continue
-        return (f"{split}: true mix {r['v_loss_true_mix']:.4f}, null {r['v_loss_null_mix']:.4f} "
-                f"({r['z_null']:+.1f} SE), mismatched mix {r['v_loss_mismatched_mix']:.4f} "
-                f"({r['z_mismatched']:+.1f} SE); {r['crops']} crops of {r['tracks']} tracks")
-    return "no held-out latents to measure on"
+        lines.append(f"{split}: true mix {r['v_loss_true_mix']:.4f}, null {r['v_loss_null_mix']:.4f} "
+                     f"({r['z_null']:+.1f} SE), mismatched mix {r['v_loss_mismatched_mix']:.4f} "
+                     f"({r['z_mismatched']:+.1f} SE); {r['crops']} crops of {r['tracks']} tracks")
+    return " | ".join(lines) or "no held-out latents to measure on"
 
 
 def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 160, seed: int = 0,

@@ -48,7 +48,7 @@ class LatentCropper:
             self._count(corrupt_members=1)
             return []
         pairs = latent_crop_pairs(mix, target, self.crop_frames, self.crops_per_track, rng)
-        self._count(tracks=1, crops=len(pairs), tracks_too_short=not pairs)
+        self._count(tracks_read=1, crops=len(pairs), tracks_too_short=not pairs)
         return [{"mix": self.stats.normalize_mix(m).astype(np.float32),
                  "target": self.stats.normalize_target(t).astype(np.float32)} for m, t in pairs]
 
