@@ -69,3 +69,23 @@ def test_gaps_are_paired_and_measured_in_track_standard_errors():
     assert blind["gap_null"] == 0.0 and blind["gap_mismatched"] == 0.0
     with pytest.raises(ValueError, match="one track per crop"):
         conditioning_losses(ConditionBlind(), mix, target, groups=groups[:5])
+
+
+def test_by_time_breakdown_shows_the_condition_matters_more_at_high_noise():
+    from bassray.eval.conditioning import BREAKDOWN_TIMES, conditioning_losses_by_time
+    target = torch.randn(12, 2, 8, generator=torch.Generator().manual_seed(1))
+    mix = torch.cat([target, torch.randn(12, 2, 8)], dim=1)
+    groups = np.repeat(np.arange(4), 3)
+    by_t = conditioning_losses_by_time(ReadsX0OffCondition(), mix, target, groups=groups)
+    gaps = [by_t[f"t{t:.2f}/v_loss_null_mix"] - by_t[f"t{t:.2f}/v_loss_true_mix"] for t in BREAKDOWN_TIMES]
+    # The gap is sigma_t^2 x0^2 plus a zero-mean cross term: near 0 at low noise, near var(x0) = 1 at high.
+    assert gaps[-1] > 0.5 and gaps[-1] > gaps[0] + 0.5
+    blind = conditioning_losses_by_time(ConditionBlind(), mix, target, groups=groups)
+    for t in BREAKDOWN_TIMES:
+        assert blind[f"t{t:.2f}/v_loss_true_mix"] == blind[f"t{t:.2f}/v_loss_null_mix"]
+
+
+def test_fixed_time_must_lie_in_the_unit_interval():
+    from bassray.diffusion.schedule import v_loss_per_example
+    with pytest.raises(ValueError, match="t is a time"):
+        v_loss_per_example(ConditionBlind(), torch.randn(2, 2, 8), torch.randn(2, 4, 8), t=1.5)

@@ -58,10 +58,16 @@ def v_loss(model: Callable, target: torch.Tensor, cond: torch.Tensor,
 def v_loss_per_example(model: Callable, target: torch.Tensor, cond: torch.Tensor,
                        generator: torch.Generator | None = None, cond_dropout: float = 0.15,
                        condition: str | torch.Tensor | None = None,
-                       cond_noise: float = 0.0) -> tuple[torch.Tensor, float]:
-    """:func:`v_loss` before the batch mean: ([B] squared errors, null-condition fraction)."""
+                       cond_noise: float = 0.0, t: float | None = None) -> tuple[torch.Tensor, float]:
+    """:func:`v_loss` before the batch mean: ([B] squared errors, null-condition fraction).
+    ``t`` fixes the noise level for every example (evaluation by noise level) instead of U(0, 1)."""
     b, device = target.shape[0], target.device
-    t = torch.rand(b, generator=generator, device=device)
+    if t is None:
+        t = torch.rand(b, generator=generator, device=device)
+    elif not 0.0 <= t <= 1.0:
+        raise ValueError(f"t is a time in [0, 1], got {t}")
+    else:
+        t = torch.full((b,), float(t), device=device)
     eps = torch.randn(target.shape, generator=generator, device=device, dtype=target.dtype)
     a, s = alpha_sigma(_bcast(t, target))
     z_t = a * target + s * eps

@@ -62,7 +62,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
 
     from bassray.diffusion.schedule import v_loss
     from bassray.data.latents import load_latent_pairs
-    from bassray.eval.conditioning import conditioning_losses
+    from bassray.eval.conditioning import conditioning_losses, conditioning_losses_by_time
     from bassray.models.unet1d import UNet1d
     from bassray.train.ema import EMA
 
@@ -126,7 +126,8 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
                 done % train_cfg.eval_every == 0 or done == train_cfg.max_steps):
             ema_model = copy.deepcopy(engine.module)
             ema.copy_to(ema_model)
-            losses = conditioning_losses(ema_model, val[0], val[1], groups=val[2])
+            losses = {**conditioning_losses(ema_model, val[0], val[1], groups=val[2]),
+                      **conditioning_losses_by_time(ema_model, val[0], val[1], groups=val[2])}
             val_metrics = {f"val/{k}": v for k, v in losses.items()}
             tracker.log_metrics(val_metrics, step=done)
             metrics.update(val_metrics)

@@ -57,6 +57,36 @@ def conditioning_losses(model: torch.nn.Module, mix: torch.Tensor, target: torch
     return out
 
 
+# Noise levels for the by-time breakdown: the mix should matter most where z_t says least (t near 1).
+BREAKDOWN_TIMES = (0.05, 0.2, 0.4, 0.6, 0.8, 0.95)
+
+
+@torch.no_grad()
+def conditioning_losses_by_time(model: torch.nn.Module, mix: torch.Tensor, target: torch.Tensor,
+                                times: tuple[float, ...] = BREAKDOWN_TIMES, repeats: int = 2,
+                                seed: int = 0, groups: np.ndarray | None = None) -> dict[str, float]:
+    """The three v-losses at fixed noise levels: ``{"t0.80/v_loss_true_mix": ..., ...}``. Where the
+    true mix helps (and where it hurts, e.g. by recalling training songs at low noise) shows here
+    before it shows in the average."""
+    groups = np.arange(mix.shape[0]) if groups is None else np.asarray(groups)
+    perm = torch.from_numpy(mismatched_order(groups)).to(mix.device)
+    conditions = {"true": "true", "null": "null", "mismatched": mix[perm]}
+    was_training = model.training
+    model.eval()
+    out = {}
+    for t in times:
+        for name, condition in conditions.items():
+            total = 0.0
+            for r in range(repeats):
+                gen = torch.Generator(device=mix.device).manual_seed(seed * 1000 + r)
+                losses, _ = v_loss_per_example(model, target, mix, generator=gen, cond_dropout=0.0,
+                                               condition=condition, t=t)
+                total += float(losses.mean()) / repeats
+            out[f"t{t:.2f}/v_loss_{name}_mix"] = total
+    model.train(was_training)
+    return out
+
+
 def _paired_gap(diff: torch.Tensor, groups: np.ndarray) -> tuple[float, float]:
     """Mean paired difference and its standard error over per-track means."""
     _, index = np.unique(groups, return_inverse=True)
