@@ -115,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate a bass line for a mix")
     p.add_argument("mix", type=Path, help="audio file of the mix (wav, flac, ogg, mp3)")
     p.add_argument("-o", "--output", type=Path, required=True, help="where to write the bass (.wav/.flac)")
-    p.add_argument("--bundle", type=Path, default=None,
-                   help="diffusion bundle (default: the quickstart's, under $BASSRAY_HOME)")
+    p.add_argument("--bundle", default=None,
+                   help="diffusion bundle folder or URI (s3://...; default: the newest under $BASSRAY_HOME)")
     p.add_argument("--style", type=Path, default=None, help="reference bass recording for its timbre")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: config, 64 in paper)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance weight")

@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from bassray.train.bundle_store import is_uri, remote_bundle_exists
 from serve.validation import (GenerateParams, Limits, RequestError, check_declared_size, check_uploaded_size,
                               decode_upload, parse_params, to_input_format, wav_bytes)
 
@@ -204,7 +205,8 @@ class BassrayIngress:
 class AppArgs(BaseModel):
     """Arguments of ``build_app`` (``serve run serve.app:build_app key=value ...`` passes strings;
     pydantic converts them)."""
-    bundle: str | None = Field(None, description="diffusion bundle folder (default: env BASSRAY_BUNDLE)")
+    bundle: str | None = Field(None, description="diffusion bundle folder or URI, e.g. s3://bucket/bundles/x "
+                                                  "(default: env BASSRAY_BUNDLE)")
     device: str = Field("auto", description="torch device for the generator: auto = cuda if available, else cpu")
     bf16: bool = False
     torch_threads: int | None = Field(None, ge=1, description="torch threads per generator replica")
@@ -229,10 +231,15 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     bundle = opts.bundle or os.environ.get("BASSRAY_BUNDLE")
     if not bundle:
         raise ValueError("no model bundle: pass bundle=/path/to/diffusion-bundle or set BASSRAY_BUNDLE")
-    if not (Path(bundle) / "bundle.json").exists():
+    if is_uri(bundle):  # each replica fetches it into its node's bundle cache
+        if not remote_bundle_exists(bundle):
+            raise FileNotFoundError(f"{bundle} holds no bundle (no bundle.json): upload the whole folder "
+                                    f"written by jobs/train_ldm.py or `bassray export`")
+    elif not (Path(bundle) / "bundle.json").exists():
         raise FileNotFoundError(f"{bundle} is not a bundle folder (no bundle.json): pass the folder written by "
-                                f"jobs/train_ldm.py; on a cluster it must be on storage every node sees")
-    bundle = str(Path(bundle).resolve())
+                                f"jobs/train_ldm.py; on a cluster use storage every node sees, or an s3:// URI")
+    else:
+        bundle = str(Path(bundle).resolve())
     generator_options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": opts.cpus_per_replica, "num_gpus": opts.gpus_per_replica},
         # Enough requests in flight per replica to fill a batch while the previous one runs.

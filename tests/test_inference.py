@@ -97,3 +97,23 @@ def test_cli_reconstruct_round_trips_a_file(bundle, tmp_path):
     info = sf.info(tmp_path / "out.wav")
     assert info.frames == 16000 * 3 + 5 and info.samplerate == 16000
     assert json.loads((bundle / "bundle.json").read_text())["kind"] == "diffusion"
+
+
+def test_a_bundle_uri_is_fetched_once_into_the_cache(bundle, tmp_path, monkeypatch):
+    from bassray.inference import BassGenerator
+    from bassray.train.bundle import BundleError
+    from bassray.train.bundle_store import local_bundle
+    uri = bundle.resolve().as_uri()  # file://... goes through the same pyarrow path as s3://
+    cache = tmp_path / "cache"
+    first = local_bundle(uri, cache)
+    assert first.parent == cache and (first / "bundle.json").exists()
+    assert sorted(p.name for p in first.rglob("*")) == sorted(p.name for p in bundle.rglob("*"))
+    marker = first / "bundle.json"
+    mtime = marker.stat().st_mtime_ns
+    assert local_bundle(uri + "/", cache) == first and marker.stat().st_mtime_ns == mtime  # no re-fetch
+    assert [p.name for p in cache.iterdir()] == [first.name]  # no staging folder left behind
+    monkeypatch.setenv("BASSRAY_BUNDLE_CACHE", str(cache))
+    assert BassGenerator.from_bundle(uri).sample_rate == load_config("tiny").audio.sample_rate
+    assert local_bundle(bundle) == bundle  # a local path is used in place
+    with pytest.raises(BundleError, match="no bundle at"):
+        local_bundle((tmp_path / "nowhere").as_uri(), cache)

@@ -67,3 +67,15 @@ def test_decode_and_return_to_input_format():
     decoded, decoded_rate = sf.read(io.BytesIO(wav_bytes(back, rate)), dtype="float32", always_2d=True)
     assert decoded_rate == 44100
     np.testing.assert_array_equal(decoded.T, back)  # float WAV is lossless
+
+
+def test_build_app_accepts_a_bundle_uri_and_refuses_an_empty_one(tmp_path):
+    from bassray.bench.untrained_bundle import write_untrained_bundle
+    from bassray.config import load_config
+    from serve.app import build_app
+    bundle = write_untrained_bundle(tmp_path / "bundle", load_config("tiny"))
+    assert build_app({"bundle": bundle.as_uri()}) is not None  # replicas fetch it; nothing loads here
+    with pytest.raises(FileNotFoundError, match="holds no bundle"):
+        build_app({"bundle": (tmp_path / "empty").as_uri()})
+    with pytest.raises(FileNotFoundError, match="not a bundle folder"):
+        build_app({"bundle": str(tmp_path / "empty")})

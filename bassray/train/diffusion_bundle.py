@@ -61,10 +61,12 @@ def export_diffusion_checkpoint(checkpoint_dir: str | Path, state: dict[str, Any
 
 
 def load_diffusion_bundle(bundle_dir: str | Path):
-    """(unet, mix_autoencoder, target_autoencoder, stats, config) — all in eval mode on the CPU."""
+    """(unet, mix_autoencoder, target_autoencoder, stats, config) — all in eval mode on the CPU.
+    ``bundle_dir`` may be a URI (s3://...): it is fetched once into the local bundle cache."""
     from bassray.models.unet1d import UNet1d
     from bassray.train.bundle import BundleError, load_autoencoder, load_bundle_state, read_bundle_metadata
-    bundle_dir = Path(bundle_dir)
+    from bassray.train.bundle_store import local_bundle
+    bundle_dir = local_bundle(bundle_dir)
     meta = read_bundle_metadata(bundle_dir)
     if meta.get("kind") != "diffusion":
         raise BundleError(f"{bundle_dir} is a {meta.get('kind')!r} bundle, not a diffusion bundle: "
