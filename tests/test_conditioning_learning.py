@@ -11,7 +11,7 @@ from bassray.eval.conditioning import conditioning_losses
 from bassray.models.unet1d import UNet1d
 from bassray.train.ema import EMA
 
-pytestmark = pytest.mark.slow  # ~25 s of CPU training
+pytestmark = pytest.mark.slow  # ~10 s of CPU training
 
 MIX_DIM, TARGET_DIM, FRAMES = 8, 4, 16
 
