@@ -32,7 +32,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from bassray.train.bundle_store import is_uri, remote_bundle_exists
+from bassray.remote import is_uri
+from bassray.train.bundle import BundleError
+from bassray.train.bundle_store import open_remote_bundle
 from serve.validation import (GenerateParams, Limits, RequestError, check_declared_size, check_uploaded_size,
                               decode_upload, parse_params, to_input_format, wav_bytes)
 
@@ -232,9 +234,10 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     if not bundle:
         raise ValueError("no model bundle: pass bundle=/path/to/diffusion-bundle or set BASSRAY_BUNDLE")
     if is_uri(bundle):  # each replica fetches it into its node's bundle cache
-        if not remote_bundle_exists(bundle):
-            raise FileNotFoundError(f"{bundle} holds no bundle (no bundle.json): upload the whole folder "
-                                    f"written by jobs/train_ldm.py or `bassray export`")
+        try:
+            open_remote_bundle(bundle)
+        except BundleError as exc:
+            raise FileNotFoundError(f"{bundle} holds no bundle: {exc}") from exc
     elif not (Path(bundle) / "bundle.json").exists():
         raise FileNotFoundError(f"{bundle} is not a bundle folder (no bundle.json): pass the folder written by "
                                 f"jobs/train_ldm.py; on a cluster use storage every node sees, or an s3:// URI")

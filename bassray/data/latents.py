@@ -122,18 +122,16 @@ def load_latent_pairs(latent_dir: str | Path, split: str, crop_frames: int, limi
     stats = LatentStats.load(latent_dir)
     rng = np.random.default_rng(seed)
     mixes, targets, tracks = [], [], []
-    for path in list_latent_shards(latent_dir, split):
-        for _, columns in iter_shard_members(path):
-            pairs = latent_crop_pairs(npy_load(columns["mix_latents.npy"]),
-                                      npy_load(columns["target_latent.npy"]), crop_frames,
-                                      crops_per_track, rng)
-            track = len(set(tracks))
-            for m, t in pairs:
-                mixes.append(stats.normalize_mix(m))
-                targets.append(stats.normalize_target(t))
-                tracks.append(track)
-            if len(mixes) >= limit:
-                break
+    members = (columns for path in list_latent_shards(latent_dir, split)
+               for _, columns in iter_shard_members(path))
+    for track, columns in enumerate(members):
+        pairs = latent_crop_pairs(npy_load(columns["mix_latents.npy"]),
+                                  npy_load(columns["target_latent.npy"]), crop_frames,
+                                  crops_per_track, rng)
+        for m, t in pairs:
+            mixes.append(stats.normalize_mix(m))
+            targets.append(stats.normalize_target(t))
+            tracks.append(track)
         if len(mixes) >= limit:
             break
     if len(mixes) < 2:

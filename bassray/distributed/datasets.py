@@ -28,6 +28,7 @@ import torch
 from bassray.config import Config
 from bassray.data.crops import autoencoder_crops, decode_row, mix_target_pairs, segment_rng
 from bassray.distributed.pipeline_stats import PipelineStats
+from bassray.remote import filesystem, is_uri
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,14 @@ PAIR_COLUMNS = ("mix", "target")
 MAX_ERRORED_BLOCKS = 8
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
 def list_split_shards(data_dir: str | Path, split: str) -> list[str]:
     """Shard paths ``<split>-*.tar`` under a local folder or a URI (s3://, gs://), sorted."""
     data_dir = str(data_dir)
-    if not _is_uri(data_dir):
+    if not is_uri(data_dir):
         paths = sorted(str(p) for p in Path(data_dir).expanduser().glob(f"{split}-*.tar"))
     else:
         import pyarrow.fs as pafs
-        fs, root = pafs.FileSystem.from_uri(data_dir)
+        fs, root = filesystem(data_dir)
         scheme = data_dir.split("://", 1)[0]
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
         paths = sorted(f"{scheme}://{i.path}" for i in infos
@@ -61,10 +58,9 @@ def list_split_shards(data_dir: str | Path, split: str) -> list[str]:
 
 
 def _open_binary(path: str) -> tuple[Any, int]:
-    if not _is_uri(path):
+    if not is_uri(path):
         return open(path, "rb"), os.path.getsize(path)
-    import pyarrow.fs as pafs
-    fs, inner = pafs.FileSystem.from_uri(path)
+    fs, inner = filesystem(path)
     return fs.open_input_file(inner), fs.get_file_info(inner).size
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import mlflow
 import numpy as np
 
+from bassray.remote import is_uri
+
 log = logging.getLogger(__name__)
 
 
@@ -34,8 +36,8 @@ class RunTracker:
         if found is None:
             location = None
             if artifact_root:
-                location = str(Path(artifact_root).resolve() / experiment) if "://" not in artifact_root \
-                    else f"{artifact_root.rstrip('/')}/{experiment}"
+                location = (f"{artifact_root.rstrip('/')}/{experiment}" if is_uri(artifact_root)
+                            else str(Path(artifact_root).resolve() / experiment))
             experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             experiment_id = found.experiment_id

@@ -164,6 +164,7 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
     Ray cluster, or a local one."""
     from bassray.distributed.datasets import autoencoder_dataset
     from bassray.distributed.pipeline_stats import PipelineStats
+    from bassray.remote import is_uri
     home = bassray_home(root)
     if num_workers is not None:
         config.distributed.num_workers = num_workers
@@ -171,7 +172,7 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
         config.distributed.use_gpu = use_gpu
     config.autoencoder_for(stem)  # validates the stem kind early
     run_name = run_name or f"autoencoder-{stem}-{config.name}"
-    data_dir = str(Path(data_dir).resolve()) if "://" not in str(data_dir) else str(data_dir)
+    data_dir = str(data_dir) if is_uri(data_dir) else str(Path(data_dir).resolve())
     ensure_ray()
     tracking_uri = default_tracking_uri(home)
     loop_config = {"config": config.to_dict(), "stem": stem, "seed": seed, "data_dir": data_dir,

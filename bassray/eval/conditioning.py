@@ -33,15 +33,9 @@ def conditioning_losses(model: torch.nn.Module, mix: torch.Tensor, target: torch
     every crop its own). The mismatched mix is another track's crop (:func:`mismatched_order`).
     Also returns ``gap_null`` / ``gap_mismatched`` (mean loss above the true mix's) and their
     ``z_null`` / ``z_mismatched``: the gap over its standard error across tracks."""
-    if mix.shape[0] < 2:
-        raise ValueError("need at least two held-out crops to build a mismatched condition")
-    groups = np.arange(mix.shape[0]) if groups is None else np.asarray(groups)
-    if groups.shape != (mix.shape[0],):
-        raise ValueError(f"groups must name one track per crop ({mix.shape[0]}), got shape {groups.shape}")
+    groups, conditions = _conditions(mix, groups)
     was_training = model.training
     model.eval()
-    perm = torch.from_numpy(mismatched_order(groups)).to(mix.device)
-    conditions = {"true": "true", "null": "null", "mismatched": mix[perm]}
     per_crop = {name: torch.zeros(mix.shape[0], dtype=torch.float64) for name in conditions}
     for r in range(repeats):
         for name, condition in conditions.items():
@@ -68,9 +62,7 @@ def conditioning_losses_by_time(model: torch.nn.Module, mix: torch.Tensor, targe
     """The three v-losses at fixed noise levels: ``{"t0.80/v_loss_true_mix": ..., ...}``. Where the
     true mix helps (and where it hurts, e.g. by recalling training songs at low noise) shows here
     before it shows in the average."""
-    groups = np.arange(mix.shape[0]) if groups is None else np.asarray(groups)
-    perm = torch.from_numpy(mismatched_order(groups)).to(mix.device)
-    conditions = {"true": "true", "null": "null", "mismatched": mix[perm]}
+    _, conditions = _conditions(mix, groups)
     was_training = model.training
     model.eval()
     out = {}
@@ -85,6 +77,18 @@ def conditioning_losses_by_time(model: torch.nn.Module, mix: torch.Tensor, targe
             out[f"t{t:.2f}/v_loss_{name}_mix"] = total
     model.train(was_training)
     return out
+
+
+def _conditions(mix: torch.Tensor, groups: np.ndarray | None
+                ) -> tuple[np.ndarray, dict[str, str | torch.Tensor]]:
+    """Checked track labels (default: every crop its own track) and the three conditions."""
+    if mix.shape[0] < 2:
+        raise ValueError("need at least two held-out crops to build a mismatched condition")
+    groups = np.arange(mix.shape[0]) if groups is None else np.asarray(groups)
+    if groups.shape != (mix.shape[0],):
+        raise ValueError(f"groups must name one track per crop ({mix.shape[0]}), got shape {groups.shape}")
+    perm = torch.from_numpy(mismatched_order(groups)).to(mix.device)
+    return groups, {"true": "true", "null": "null", "mismatched": mix[perm]}
 
 
 def _paired_gap(diff: torch.Tensor, groups: np.ndarray) -> tuple[float, float]:

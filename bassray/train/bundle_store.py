@@ -1,8 +1,8 @@
 """Bundles on remote storage (s3://, gs://, hdfs://, file://): fetched once into a local cache, so
 serving replicas on any node load the same bundle without a shared filesystem.
 
-Any URI that ``pyarrow.fs.FileSystem.from_uri`` understands works; credentials come from the usual
-environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...). A local path is returned unchanged.
+Any URI that ``pyarrow.fs.FileSystem.from_uri`` understands works (:mod:`bassray.remote`). A local
+path is returned unchanged.
 """
 from __future__ import annotations
 
@@ -12,25 +12,28 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from bassray.remote import filesystem, is_uri
 from bassray.train.bundle import MANIFEST_FILE, BundleError
 
 log = logging.getLogger(__name__)
-
-
-def is_uri(path: str | Path) -> bool:
-    return "://" in str(path)
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("BASSRAY_BUNDLE_CACHE", Path.home() / ".cache" / "bassray" / "bundles"))
 
 
-def remote_bundle_exists(uri: str) -> bool:
-    """Whether ``uri`` holds a complete bundle (its manifest, written last, is there)."""
-    import pyarrow.fs as pafs
-    fs, root = _filesystem(uri)
-    return fs.get_file_info(f"{root.rstrip('/')}/{MANIFEST_FILE}").type == pafs.FileType.File
+def open_remote_bundle(uri: str) -> tuple[Any, str, bytes]:
+    """``(filesystem, root, manifest bytes)`` of the bundle at ``uri``; its manifest is written last,
+    so reading it proves the bundle complete."""
+    try:
+        fs, root = filesystem(uri)
+        with fs.open_input_stream(f"{root.rstrip('/')}/{MANIFEST_FILE}") as fh:
+            return fs, root, fh.read()
+    except (FileNotFoundError, OSError) as exc:
+        raise BundleError(f"no bundle at {uri} ({MANIFEST_FILE} not readable: {exc}): upload the whole folder "
+                          f"written by `bassray export` or a training job, and check the credentials") from exc
 
 
 def local_bundle(bundle: str | Path, cache_dir: str | Path | None = None) -> Path:
@@ -42,12 +45,7 @@ def local_bundle(bundle: str | Path, cache_dir: str | Path | None = None) -> Pat
     if not is_uri(bundle):
         return Path(bundle)
     uri = str(bundle).rstrip("/")
-    if not remote_bundle_exists(uri):
-        raise BundleError(f"no bundle at {uri} ({MANIFEST_FILE} not found): upload the whole folder written "
-                          f"by `bassray export` or a training job, and check the credentials")
-    fs, root = _filesystem(uri)
-    with fs.open_input_stream(f"{root}/{MANIFEST_FILE}") as fh:
-        manifest = fh.read()
+    fs, root, manifest = open_remote_bundle(uri)
     key = hashlib.sha256(uri.encode() + b"\0" + manifest).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache / f"{Path(root).name}-{key}"
@@ -68,11 +66,3 @@ def local_bundle(bundle: str | Path, cache_dir: str | Path | None = None) -> Pat
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _filesystem(uri: str):
-    import pyarrow.fs as pafs
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise BundleError(f"cannot open {uri}: {exc}") from exc
