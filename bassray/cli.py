@@ -66,13 +66,29 @@ def cmd_generate(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    from bassray.quickstart import run_quickstart
+    from bassray.distributed.runner import bassray_home
+    from bassray.quickstart import quiet_console, run_quickstart
+    log_file = quiet_console(bassray_home(args.root), verbose=args.verbose)
     summary = run_quickstart(_config(args), root=args.root, songs=args.songs, seed=args.seed,
                              num_workers=args.num_workers)
+    tables = summary.pop("tables")
+    print("\n" + tables)
     width = max(len(k) for k in summary)
     print("\nbassray quickstart finished. Where things are:")
-    for key, value in summary.items():
+    for key, value in {**summary, "log": str(log_file)}.items():
         print(f"  {key:<{width}}  {value}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from bassray.eval.evaluate import evaluate, fit_table
+    report = evaluate(args.bundle, args.shards, args.out, splits=args.split.split(","), songs=args.songs,
+                      steps=args.steps, seed=args.seed, actors=args.actors)
+    print(fit_table(report))
+    print(f"\ngenerated bass: {report['generated_floor_to_ceiling']:.2f} of the way from floor to ceiling "
+          f"(chord-tone); level {report['generated_level_minus_true_db']:+.1f} dB vs the true bass; "
+          f"reconstruction pitch accuracy {report['reconstruction_fidelity'].get('pitch_accuracy', float('nan')):.2f}")
+    print(f"report: {args.out}/report.md and report.json")
     return 0
 
 
@@ -127,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--bf16", action="store_true", help="run the U-Net in bfloat16")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", help="score generated bass lines for held-out songs (musical fit)")
+    p.add_argument("bundle", help="diffusion bundle folder")
+    p.add_argument("shards", help="audio shards with ground truth (e.g. from bassray data synth)")
+    p.add_argument("--split", default="test", help="held-out split(s), comma-separated (default test)")
+    p.add_argument("--songs", type=int, default=None, help="at most this many songs (default all)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the bundle's config)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--actors", type=int, default=2, help="Ray Data actors that score songs in parallel")
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, audio")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("quickstart", help="every stage end to end on local Ray with synthetic songs")
     p.add_argument("--root", default=None, help="output folder (default $BASSRAY_HOME or ~/bassray)")

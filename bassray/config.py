@@ -55,6 +55,12 @@ class AutoencoderConfig:
     blocks_per_stage: int = 2
     kernel_size: int = 3
     log_eps: float = 1e-5
+    # How the decoder emits phase: "direct" (a unit 2-vector per bin and frame, as in the paper) or
+    # "harmonic" (one f0 per frame; every bin's phase follows its nearest harmonic). The bass
+    # autoencoder needs "harmonic" to keep pitch (bassray/models/harmonic_phase.py).
+    phase: str = "direct"
+    # "harmonic": latent channels that carry the f0 (S values per latent frame, S | 16).
+    pitch_channels: int = 4
 
 
 @dataclass
@@ -145,7 +151,8 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     data: DataConfig = field(default_factory=DataConfig)
     mix_autoencoder: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(latent_dim=64))
-    bass_autoencoder: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(latent_dim=32))
+    bass_autoencoder: AutoencoderConfig = field(
+        default_factory=lambda: AutoencoderConfig(latent_dim=32, phase="harmonic"))
     critic: CriticConfig = field(default_factory=CriticConfig)
     autoencoder_training: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)

@@ -42,6 +42,21 @@ def _reconstruction(bundle_dir: Path, data_dir: Path) -> str:
     return "no held-out split to measure on"
 
 
+def _tables(fit: dict, conditioning: str) -> str:
+    from bassray.eval.evaluate import fit_table
+    fid = fit["reconstruction_fidelity"]
+    return "\n".join([
+        f"Musical fit on {fit['songs']} held-out songs (pYIN f0 against each song's chords and bass notes):",
+        fit_table(fit), "",
+        f"generated bass: {fit['generated_floor_to_ceiling']:.2f} of the way from floor (another song's "
+        f"bass) to ceiling (true bass); level {fit['generated_level_minus_true_db']:+.1f} dB vs the true bass",
+        f"bass autoencoder: pitch accuracy vs its input {fid.get('pitch_accuracy', float('nan')):.2f} "
+        f"(octave errors {fid.get('octave_errors', float('nan')):.2f}), chroma cosine "
+        f"{fid.get('chroma_cosine', float('nan')):.2f}; chord-tone agreement "
+        f"{fit['reconstruction_share_of_ceiling']:.0%} of the true bass's", "",
+        "Diffusion v-loss on held-out latents by condition: " + conditioning])
+
+
 def _conditioning(bundle_dir: Path, latent_dir: Path) -> str:
     """Held-out v-loss with the true, null and a mismatched mix on each held-out split, as one
     printable line; the SE figures are how far each alternative lies above the true mix."""
@@ -56,6 +71,49 @@ def _conditioning(bundle_dir: Path, latent_dir: Path) -> str:
                      f"({r['z_null']:+.1f} SE), mismatched mix {r['v_loss_mismatched_mix']:.4f} "
                      f"({r['z_mismatched']:+.1f} SE); {r['crops']} crops of {r['tracks']} tracks")
     return " | ".join(lines) or "no held-out latents to measure on"
+
+
+def quiet_console(home: Path, verbose: bool = False) -> Path:
+    """Console: the quickstart's stage lines and warnings only; everything (Ray, DeepSpeed, every
+    bassray logger) also goes to ``$BASSRAY_HOME/logs/quickstart-<time>.log``. Returns that file."""
+    import os
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_file = logs / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    os.environ["BASSRAY_QUIET"] = "1"
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    to_file = logging.FileHandler(log_file)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_console = logging.StreamHandler()
+    to_console.setFormatter(logging.Formatter("%(message)s"))
+    to_console.addFilter(lambda r: verbose or r.name == __name__ or
+                         (r.levelno >= logging.WARNING and r.name.startswith("bassray")))
+    root.addHandler(to_file)
+    root.addHandler(to_console)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in ("ray", "deepspeed", "mlflow", "alembic", "urllib3"):  # their own handlers print too
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+    return log_file
+
+
+def _musical_fit(bundle_dir: Path, data_dir: Path, out_dir: Path, seed: int) -> dict:
+    """The held-out musical-fit report: test songs first, then validation ones, up to 24."""
+    from bassray.eval.evaluate import evaluate
+    return evaluate(bundle_dir, data_dir, out_dir, splits=("test", "val"), songs=24, seed=seed)
+
+
+def _copy_ray_logs(home: Path) -> None:
+    import shutil
+
+    from bassray.distributed.runner import ray_session_logs
+    source = ray_session_logs()
+    if source and source.is_dir():
+        shutil.copytree(source, home / "logs" / "ray", dirs_exist_ok=True)
 
 
 def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 160, seed: int = 0,
@@ -74,25 +132,27 @@ def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 
     stage = lambda name: log.info("[%5.0fs] %s", time.perf_counter() - started, name)  # noqa: E731
     target = config.data.target_stem
     data_dir = home / "data" / f"synth-{config.name}"
-    stage(f"1/6 composing and rendering {songs} synthetic songs into {data_dir}")
+    stage(f"1/7 composing and rendering {songs} synthetic songs into {data_dir}")
     synthesize_dataset(data_dir, num_songs=songs, config=config, seed=seed)
     ensure_ray()
-    stage("2/6 training the mix autoencoder")
+    stage("2/7 training the mix autoencoder")
     mix = train_autoencoder(config, "mix", data_dir, num_workers=num_workers, root=home, seed=seed,
                             run_name=f"quickstart-autoencoder-mix-{config.name}")
-    stage(f"3/6 training the {target} autoencoder")
+    stage(f"3/7 training the {target} autoencoder")
     bass = train_autoencoder(config, target, data_dir, num_workers=num_workers, root=home, seed=seed,
                              run_name=f"quickstart-autoencoder-{target}-{config.name}")
     latent_dir = home / "data" / f"latents-{config.name}"
-    stage(f"4/6 encoding latents into {latent_dir}")
+    stage(f"4/7 encoding latents into {latent_dir}")
     encode_latents(config, data_dir, latent_dir, mix.bundle_dir, bass.bundle_dir, seed=seed)
-    stage("5/6 training the latent diffusion model")
+    stage("5/7 training the latent diffusion model")
     ldm = train_ldm(config, latent_dir, mix.bundle_dir, bass.bundle_dir, num_workers=num_workers,
                     root=home, seed=seed, run_name=f"quickstart-diffusion-{config.name}")
     quality = {}
     for name, result in (("mix", mix), (target, bass)):
         quality[name] = _reconstruction(result.bundle_dir, data_dir)
-    stage("6/6 generating a bass line for a held-out mix")
+    stage("6/7 scoring the musical fit of generated bass lines on held-out songs")
+    fit = _musical_fit(ldm.bundle_dir, data_dir, home / "evaluation", seed)
+    stage("7/7 generating a bass line for a held-out mix")
     mix_audio, true_bass, key = _held_out_mix(data_dir, target)
     generator = BassGenerator.from_bundle(ldm.bundle_dir)
     settings = GenerationSettings(steps=config.sampler.steps, cfg_weight=config.sampler.cfg_weight,
@@ -108,11 +168,12 @@ def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 
         "original_bass": write_audio(out_dir / "original_bass.wav", true_bass, rate),
     }
     stage("done")
-    summary = {name: str(p) for name, p in paths.items()}
+    _copy_ray_logs(home)
+    summary = {"tables": _tables(fit, _conditioning(ldm.bundle_dir, latent_dir))}
+    summary.update({name: str(p) for name, p in paths.items()})
     for name, report in quality.items():
         summary[f"{name}_autoencoder_reconstruction"] = report
-    summary["diffusion_v_loss_by_condition"] = _conditioning(ldm.bundle_dir, latent_dir)
-    summary.update({"held_out_segment": key, "shards": str(data_dir), "latents": str(latent_dir),
+    summary.update({"musical_fit_report": str(home / "evaluation" / "report.md"), "held_out_segment": key, "shards": str(data_dir), "latents": str(latent_dir),
                     "mix_autoencoder_bundle": str(mix.bundle_dir),
                     f"{target}_autoencoder_bundle": str(bass.bundle_dir),
                     "diffusion_bundle": str(ldm.bundle_dir),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import ray
+import ray.data
 import ray.train
 import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -35,12 +36,27 @@ def bassray_home(root: str | Path | None = None) -> Path:
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
-    """Join a running cluster (RAY_ADDRESS / ray job submit) or start a local one."""
+    """Join a running cluster (RAY_ADDRESS / ray job submit) or start a local one. With
+    ``BASSRAY_QUIET=1`` (the quickstart) workers' output and Ray Data's progress bars stay in
+    Ray's log files instead of the console."""
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
+        quiet = os.environ.get("BASSRAY_QUIET") == "1"
+        if quiet:
+            ray.data.DataContext.get_current().enable_progress_bars = False
         ray.init(address=address, num_cpus=None if address else num_cpus,
                  include_dashboard=False if not address else None,
-                 log_to_driver=True, ignore_reinit_error=True)
+                 log_to_driver=not quiet, ignore_reinit_error=True,
+                 runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}} if quiet else None)
+
+
+def ray_session_logs() -> Path | None:
+    """The local Ray session's log folder (workers' stdout/stderr), if this process started one."""
+    try:
+        from ray._private.worker import _global_node
+        return Path(_global_node.get_session_dir_path()) / "logs" if _global_node else None
+    except Exception:  # a private API: losing the copy of the logs must not fail the run
+        return None
 
 
 @dataclass

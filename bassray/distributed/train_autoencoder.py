@@ -50,16 +50,56 @@ def _eval_crops(config: Config, data_dir: str, stem: str, count: int = 4) -> np.
         return None
 
 
+def _eval_songs(config: Config, data_dir: str, stem: str, count: int = 2, seconds: float = 8.0
+                ) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """A few validation segments of the stem (the first ``seconds``) with their ground truth, for the
+    pitch metrics; chord ground truth only exists for the target stem of annotated songs."""
+    from bassray.data.shards import iter_segments, list_shards
+    out = []
+    try:
+        paths = list_shards(data_dir, "val")
+    except FileNotFoundError:
+        return out
+    for seg in iter_segments(paths):
+        if stem == "mix":
+            audio = np.sum(list(seg.stems.values()), axis=0)
+        elif stem in seg.stems:
+            audio = seg.stems[stem]
+        else:
+            continue
+        out.append((audio[:, : int(seconds * seg.sample_rate)].astype(np.float32), seg.meta))
+        if len(out) >= count:
+            break
+    return out
+
+
 @torch.no_grad()
-def evaluate_reconstruction(model: torch.nn.Module, crops: torch.Tensor, hops: list[int]
+def evaluate_reconstruction(model: torch.nn.Module, crops: torch.Tensor, hops: list[int],
+                            songs: list[tuple[np.ndarray, dict[str, Any]]] | None = None
                             ) -> tuple[dict[str, float], torch.Tensor]:
+    """Log-mel L1 and MSSD on crops; on whole songs, the pitch metrics that a listener would
+    notice: pitch accuracy against the input, chroma cosine, a constant-Q distance and, where
+    chords are known, the reconstruction's chord-tone agreement beside the input's."""
+    from bassray.eval.musical_fit import bass_fit, mean_metrics, reconstruction_fidelity
     from bassray.train.autoencoder_losses import log_mel_l1, mssd
     was_training = model.training
     model.eval()
     recon = model.decode(model.encode(crops), length=crops.shape[-1])
-    model.train(was_training)
     metrics = {"val/log_mel_l1": float(log_mel_l1(crops, recon, model.sample_rate)),
                "val/mssd": float(mssd(crops, recon, hops))}
+    fidelity, fits, true_fits = [], [], []
+    for audio, meta in songs or []:
+        x = torch.from_numpy(audio)[None].to(crops.device, crops.dtype)
+        song_recon = model.decode(model.encode(x), length=x.shape[-1])[0].float().cpu().numpy()
+        fidelity.append(reconstruction_fidelity(audio, song_recon, model.sample_rate))
+        if meta.get("chords"):
+            fits.append(bass_fit(song_recon, model.sample_rate, meta))
+            true_fits.append(bass_fit(audio, model.sample_rate, meta))
+    metrics.update({f"val/{k}": v for k, v in mean_metrics(fidelity).items()})
+    if fits:
+        metrics["val/chord_tone"] = mean_metrics(fits)["chord_tone"]
+        metrics["val/chord_tone_input"] = mean_metrics(true_fits)["chord_tone"]
+    model.train(was_training)
     return metrics, recon
 
 
@@ -91,7 +131,7 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
     dtype = torch.bfloat16 if resolve_precision(config.distributed, use_gpu) == "bf16" else torch.float32
 
     tracker = None
-    eval_crops = None
+    eval_crops, eval_songs = None, []
     if rank == 0:
         tracker = RunTracker(loop_config["tracking_uri"], loop_config["experiment"],
                              loop_config["run_name"], loop_config["artifact_root"],
@@ -100,6 +140,7 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
                             "parameters": sum(p.numel() for p in model.parameters())})
         crops = _eval_crops(config, loop_config["data_dir"], stem)
         eval_crops = torch.from_numpy(crops).to(device) if crops is not None else None
+        eval_songs = _eval_songs(config, loop_config["data_dir"], stem)
 
     micro_batch = train_cfg.batch_size // world
     batches = infinite_batches("train", micro_batch, {"audio": torch.float32},
@@ -136,7 +177,7 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
         if tracker is not None and eval_crops is not None and (
                 done % train_cfg.eval_every == 0 or done == train_cfg.max_steps):
             val_metrics, recon = evaluate_reconstruction(ae_engine.module, eval_crops.to(dtype),
-                                                         train_cfg.mssd_hops)
+                                                         train_cfg.mssd_hops, eval_songs)
             tracker.log_metrics(val_metrics, step=done)
             rate = config.audio.sample_rate
             for i in range(min(2, recon.shape[0])):

@@ -3,6 +3,13 @@
 wav [B, C, T] -> log|STFT|^2 (hop 256, n_fft 1024, Hann) [B, C*F, 16L] -> residual conv stack over
 time, 16x down-sampling -> latent z [B, D, L] (unbounded) -> mirrored decoder -> per-bin log-magnitude
 and phase for every channel -> iSTFT -> wav. One latent frame = hop * 16 = 4096 samples.
+
+Phase (``AutoencoderConfig.phase``): ``"direct"`` decodes a unit 2-vector per bin and frame (the
+paper's decoder); ``"harmonic"`` builds every bin's phase from an f0 track that the latent carries
+in its last ``pitch_channels`` channels: the input's YIN f0 (semitones above 30 Hz / 45, 0 where
+unpitched), averaged over ``pitch_channels`` equal parts of each latent frame. The other channels
+are learnt as before and the decoder's magnitude sees all of them. bassray/models/harmonic_phase.py
+says why: a learnt phase, and a learnt f0, lost the bass line's pitch at CPU training lengths.
 """
 from __future__ import annotations
 
@@ -14,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bassray.audio import log_magnitude
 from bassray.config import AudioConfig, AutoencoderConfig
 from bassray.models.conv_blocks import Downsample1d, Upsample1d, residual_stack
+from bassray.models.harmonic_phase import PITCH_SEMITONES, harmonic_phase, pitch_targets, semitones_to_bins
 
 # Fixed affine map of log-power values (about -11.5 for silence to +11 for a full-scale sine at
 # n_fft 1024) into roughly [-1.5, 3] for the first conv; the decoder maps back with the inverse.
@@ -83,6 +90,16 @@ class Autoencoder(LatentAutoencoder):
                              f"entries (one per time resolution), got {widths}")
         if ae_cfg.n_fft < ae_cfg.hop_length or ae_cfg.n_fft % ae_cfg.hop_length:
             raise ValueError(f"n_fft ({ae_cfg.n_fft}) must be a multiple of hop_length ({ae_cfg.hop_length})")
+        if ae_cfg.phase not in ("harmonic", "direct"):
+            raise ValueError(f"autoencoder phase must be 'harmonic' or 'direct', got {ae_cfg.phase!r}")
+        if ae_cfg.phase == "harmonic" and ae_cfg.n_fft != 4 * ae_cfg.hop_length:
+            raise ValueError(f"phase 'harmonic' needs n_fft = 4 x hop_length (75 % overlap), got "
+                             f"{ae_cfg.n_fft} and {ae_cfg.hop_length}")
+        frames_per_latent = math.prod(factors)
+        if ae_cfg.phase == "harmonic" and not (
+                0 < ae_cfg.pitch_channels < ae_cfg.latent_dim and frames_per_latent % ae_cfg.pitch_channels == 0):
+            raise ValueError(f"phase 'harmonic' needs pitch_channels in 1..latent_dim-1 dividing the "
+                             f"{frames_per_latent} STFT frames of a latent frame, got {ae_cfg.pitch_channels}")
         self.cfg = ae_cfg
         self.audio = audio
         self.n_bins = ae_cfg.n_fft // 2 + 1
@@ -90,19 +107,22 @@ class Autoencoder(LatentAutoencoder):
         spec_channels = audio.channels * self.n_bins
 
         # Encoder: frequency bins x audio channels are the conv channels; convolve over time.
+        self.pitch_channels = ae_cfg.pitch_channels if ae_cfg.phase == "harmonic" else 0
         enc: list[nn.Module] = [nn.Conv1d(spec_channels, widths[0], kernel, padding=kernel // 2)]
         for i, factor in enumerate(factors):
             enc += [residual_stack(widths[i], blocks, kernel), Downsample1d(widths[i], widths[i + 1], factor)]
         enc += [residual_stack(widths[-1], blocks, kernel), nn.LeakyReLU(0.2),
-                nn.Conv1d(widths[-1], ae_cfg.latent_dim, kernel, padding=kernel // 2)]
+                nn.Conv1d(widths[-1], ae_cfg.latent_dim - self.pitch_channels, kernel, padding=kernel // 2)]
         self.encoder = nn.Sequential(*enc)
 
-        # Decoder: the mirror. Output per channel and bin: log-power + a 2-vector for the phase.
+        # Decoder: the mirror. Output: log-power per channel and bin, and ("direct") the phase as a
+        # 2-vector per channel and bin.
+        phase_channels = 0 if ae_cfg.phase == "harmonic" else 2 * spec_channels
         dec: list[nn.Module] = [nn.Conv1d(ae_cfg.latent_dim, widths[-1], kernel, padding=kernel // 2),
                                 residual_stack(widths[-1], blocks, kernel)]
         for i in reversed(range(len(factors))):
             dec += [Upsample1d(widths[i + 1], widths[i], factors[i]), residual_stack(widths[i], blocks, kernel)]
-        dec += [nn.LeakyReLU(0.2), nn.Conv1d(widths[0], 3 * spec_channels, kernel, padding=kernel // 2)]
+        dec += [nn.LeakyReLU(0.2), nn.Conv1d(widths[0], spec_channels + phase_channels, kernel, padding=kernel // 2)]
         self.decoder = nn.Sequential(*dec)
 
     # --- the LatentAutoencoder interface -------------------------------------------------------
@@ -146,30 +166,60 @@ class Autoencoder(LatentAutoencoder):
     # --- spectrogram <-> features ------------------------------------------------------------------
     def input_log_magnitude(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, C, T]`` (T a multiple of hop_samples) -> ``[B, C, F, T / hop_length]`` log-power."""
-        spec = log_magnitude(wav.float(), self.cfg.n_fft, self.cfg.hop_length, self.cfg.log_eps)
-        return spec[..., : wav.shape[-1] // self.cfg.hop_length]  # drop the centred STFT's extra frame
+        return self._input_spectrum(wav)[0]
+
+    def _input_spectrum(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-power ``[B, C, F, N]`` and complex STFT of ``wav`` (N = T / hop_length: the centred
+        STFT's extra frame dropped)."""
+        frames = wav.shape[-1] // self.cfg.hop_length
+        window = torch.hann_window(self.cfg.n_fft, device=wav.device, dtype=torch.float32)
+        lead = wav.shape[:-1]
+        spec = torch.stft(wav.float().reshape(-1, wav.shape[-1]), self.cfg.n_fft, self.cfg.hop_length,
+                          window=window, return_complex=True, center=True)[..., :frames]
+        spec = spec.reshape(*lead, *spec.shape[-2:])
+        return torch.log(spec.real.square() + spec.imag.square() + self.cfg.log_eps), spec
 
     def _encode(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, C, T = wav.shape
         padded = F.pad(wav, (0, self.latent_length(T) * self.hop_samples - T))
-        log_mag = self.input_log_magnitude(padded)                      # [B, C, F, N]
+        log_mag, spec = self._input_spectrum(padded)                       # [B, C, F, N]
         features = (log_mag - LOG_MAG_SHIFT) / LOG_MAG_SCALE
-        features = features.reshape(B, C * self.n_bins, -1).to(self._dtype())
-        return self.encoder(features), log_mag                          # [B, D, N/16], [B, C, F, N]
+        z = self.encoder(features.reshape(B, C * self.n_bins, -1).to(self._dtype()))  # [B, D - S, N/16]
+        if self.pitch_channels:
+            z = torch.cat([z, self._pitch_latent(padded, spec).to(z.dtype)], dim=1)
+        return z, log_mag
+
+    def _pitch_latent(self, wav: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        """``[B, S, L]``: the f0 (semitones / 45) of each of the S parts of every latent frame, the
+        loudness-weighted mean over its pitched STFT frames, 0 where none is pitched."""
+        semitones, weight = pitch_targets(wav, spec, self.sample_rate, self.cfg.hop_length)  # [B, N]
+        B, N = semitones.shape
+        S = self.pitch_channels
+        per_part = N * self.cfg.hop_length // self.hop_samples * S                     # L * S parts
+        w = weight.reshape(B, per_part, -1)
+        value = (semitones.reshape(B, per_part, -1) * w).sum(-1) / w.sum(-1).clamp_min(1e-8)
+        value = value * (w.sum(-1) > 0) / PITCH_SEMITONES                               # [B, L*S]
+        return value.reshape(B, -1, S).transpose(1, 2)                                # [B, S, L]
 
     def _decode_spectrum(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z ``[B, D, L]`` -> log-power ``[B, C, F, N]`` and unit phase ``[B, C, 2, F, N]`` (float32)."""
+        """z ``[B, D, L]`` -> log-power ``[B, C, F, N]`` and unit phase ``[B, C, 2, F, N]``, float32."""
         if z.dim() != 3 or z.shape[1] != self.latent_dim:
             raise ValueError(f"latent must be [batch, {self.latent_dim}, frames], got {tuple(z.shape)}")
         out = self.decoder(z.to(self._dtype())).float()
-        out = out.reshape(z.shape[0], self.channels, 3, self.n_bins, -1)  # [B, C, 3, F, N]
-        log_mag = out[:, :, 0] * LOG_MAG_SCALE + LOG_MAG_SHIFT
+        B, spec_channels = z.shape[0], self.channels * self.n_bins
+        log_mag = out[:, :spec_channels].reshape(B, self.channels, self.n_bins, -1) * LOG_MAG_SCALE + LOG_MAG_SHIFT
+        if self.pitch_channels:
+            S = self.pitch_channels
+            semitones = z[:, -S:].float().transpose(1, 2).reshape(B, -1) * PITCH_SEMITONES  # [B, L*S]
+            semitones = semitones.repeat_interleave(log_mag.shape[-1] // semitones.shape[-1], dim=-1)
+            f0 = semitones_to_bins(semitones.clamp(0.0, PITCH_SEMITONES), self.sample_rate, self.cfg.n_fft)
+            phase = harmonic_phase(f0, self.n_bins, self.cfg.n_fft, self.cfg.hop_length)  # [B, 2, F, N]
+            return log_mag, phase.unsqueeze(1).expand(-1, self.channels, -1, -1, -1)
+        xy = out[:, spec_channels:].reshape(B, self.channels, 2, self.n_bins, -1)
         # Phase as a normalised (cos, sin)-like 2-vector rather than an angle: an angle regression has
         # a 2*pi wrap-around discontinuity, the 2-vector is continuous, and normalising it leaves the
         # magnitude entirely to the log-power channel that L_rec supervises.
-        xy = out[:, :, 1:3]
-        phase = xy * torch.rsqrt(xy.square().sum(dim=2, keepdim=True) + 1e-8)
-        return log_mag, phase
+        return log_mag, xy * torch.rsqrt(xy.square().sum(dim=2, keepdim=True) + 1e-8)
 
     def log_power_to_magnitude(self, log_mag: torch.Tensor) -> torch.Tensor:
         """|S| from log(|S|^2 + eps): exp(x / 2). The eps floor (sqrt(1e-5) per bin) is inaudible and
