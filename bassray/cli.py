@@ -66,9 +66,13 @@ def cmd_generate(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    from bassray.distributed.runner import bassray_home
-    from bassray.quickstart import quiet_console, run_quickstart
-    log_file = quiet_console(bassray_home(args.root), verbose=args.verbose)
+    import os
+    from bassray.quickstart import quiet_console, quiet_ray_data
+    home = Path(args.root or os.environ.get("BASSRAY_HOME") or Path.home() / "bassray").expanduser()
+    if not args.verbose:
+        quiet_ray_data(home / "logs")
+    from bassray.quickstart import run_quickstart
+    log_file = quiet_console(home, verbose=args.verbose)
     summary = run_quickstart(_config(args), root=args.root, songs=args.songs, seed=args.seed,
                              num_workers=args.num_workers)
     tables = summary.pop("tables")
@@ -81,7 +85,8 @@ def cmd_quickstart(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from bassray.eval.evaluate import evaluate, fit_table
+    from bassray.distributed.evaluate import evaluate
+    from bassray.eval.evaluate import fit_table
     report = evaluate(args.bundle, args.shards, args.out, splits=args.split.split(","), songs=args.songs,
                       steps=args.steps, seed=args.seed, actors=args.actors)
     print(fit_table(report))

@@ -61,6 +61,11 @@ class AutoencoderConfig:
     phase: str = "direct"
     # "harmonic": latent channels that carry the f0 (S values per latent frame, S | 16).
     pitch_channels: int = 4
+    # "harmonic": decode the carried f0 to the nearest equal-tempered semitone (A = 440 Hz), so a
+    # generated latent between two notes plays one of them; off for music not tuned to A440.
+    pitch_snap: bool = True
+    # The last 12 latent channels carry the input's chroma per latent frame (the mix autoencoder).
+    chroma: bool = False
 
 
 @dataclass
@@ -150,7 +155,7 @@ class Config:
     name: str = "paper"
     audio: AudioConfig = field(default_factory=AudioConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    mix_autoencoder: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(latent_dim=64))
+    mix_autoencoder: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(latent_dim=64, chroma=True))
     bass_autoencoder: AutoencoderConfig = field(
         default_factory=lambda: AutoencoderConfig(latent_dim=32, phase="harmonic"))
     critic: CriticConfig = field(default_factory=CriticConfig)

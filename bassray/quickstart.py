@@ -73,6 +73,26 @@ def _conditioning(bundle_dir: Path, latent_dir: Path) -> str:
     return " | ".join(lines) or "no held-out latents to measure on"
 
 
+RAY_DATA_FILE_LOGGING = """\
+version: 1
+disable_existing_loggers: false
+formatters: {ray: {format: "%(asctime)s %(levelname)s %(filename)s:%(lineno)s -- %(message)s"}}
+handlers:
+  file: {class: ray.data._internal.logging.SessionFileHandler, formatter: ray, filename: ray-data.log}
+loggers: {ray.data: {level: INFO, handlers: [file], propagate: false}}
+"""
+
+
+def quiet_ray_data(logs: Path) -> None:
+    """Ray Data logs each dataset's plan and finish to the console through its own handler; this
+    keeps them in its session log file. Must run before ``ray.data`` is imported."""
+    import os
+    logs.mkdir(parents=True, exist_ok=True)
+    config = logs / "ray-data-logging.yaml"
+    config.write_text(RAY_DATA_FILE_LOGGING)
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(config))
+
+
 def quiet_console(home: Path, verbose: bool = False) -> Path:
     """Console: the quickstart's stage lines and warnings only; everything (Ray, DeepSpeed, every
     bassray logger) also goes to ``$BASSRAY_HOME/logs/quickstart-<time>.log``. Returns that file."""
@@ -103,7 +123,7 @@ def quiet_console(home: Path, verbose: bool = False) -> Path:
 
 def _musical_fit(bundle_dir: Path, data_dir: Path, out_dir: Path, seed: int) -> dict:
     """The held-out musical-fit report: test songs first, then validation ones, up to 24."""
-    from bassray.eval.evaluate import evaluate
+    from bassray.distributed.evaluate import evaluate
     return evaluate(bundle_dir, data_dir, out_dir, splits=("test", "val"), songs=24, seed=seed)
 
 
@@ -146,7 +166,8 @@ def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 
     encode_latents(config, data_dir, latent_dir, mix.bundle_dir, bass.bundle_dir, seed=seed)
     stage("5/7 training the latent diffusion model")
     ldm = train_ldm(config, latent_dir, mix.bundle_dir, bass.bundle_dir, num_workers=num_workers,
-                    root=home, seed=seed, run_name=f"quickstart-diffusion-{config.name}")
+                    root=home, seed=seed, run_name=f"quickstart-diffusion-{config.name}",
+                    eval_data_dir=data_dir)
     quality = {}
     for name, result in (("mix", mix), (target, bass)):
         quality[name] = _reconstruction(result.bundle_dir, data_dir)

@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--latents", required=True, help="folder written by jobs/encode_latents.py")
     parser.add_argument("--mix-bundle", required=True)
     parser.add_argument("--target-bundle", required=True)
+    parser.add_argument("--eval-shards", default=None,
+                        help="audio shards with chords: evaluations log generated chord-tone agreement")
     add_common_args(parser)
     args = parser.parse_args()
     setup_logging()
@@ -30,7 +32,8 @@ def main() -> None:
     config = load_config(args.config, args.overrides)
     result = train_ldm(config, args.latents, args.mix_bundle, args.target_bundle,
                        num_workers=args.num_workers, use_gpu=args.use_gpu or None,
-                       run_name=args.run_name, root=args.root, seed=args.seed)
+                       run_name=args.run_name, root=args.root, seed=args.seed,
+                       eval_data_dir=args.eval_shards)
     print(f"bundle: {result.bundle_dir}\ncheckpoint: {result.checkpoint_path}\n"
           f"mlflow run: {result.mlflow_run_id} (model version {result.model_version})")
 

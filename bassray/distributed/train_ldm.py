@@ -57,6 +57,37 @@ def _log_generated_example(tracker: RunTracker, ema_model: torch.nn.Module, loop
                                            "generated bass": spec(audio)}, step)
 
 
+def _musical_fit_songs(loop_config: dict[str, Any], config: Config) -> list[dict[str, Any]]:
+    """A few validation songs with chords (audio shards given as eval_data_dir), or none."""
+    from bassray.eval.evaluate import held_out_songs
+    if not loop_config.get("eval_data_dir"):
+        return []
+    try:
+        return held_out_songs(loop_config["eval_data_dir"], ["val"], config.data.target_stem, limit=4)
+    except FileNotFoundError as exc:
+        log.warning("no validation songs with chords (%s): generated chord-tone agreement is skipped", exc)
+        return []
+
+
+def _generated_fit(ema_model: torch.nn.Module, loop_config: dict, config: Config,
+                   songs: list[dict[str, Any]], step: int) -> dict[str, float]:
+    """Chord-tone agreement of bass lines generated for held-out songs, beside the true bass
+    (ceiling) and another song's bass (floor): what a listener hears, unlike the v-loss."""
+    from bassray.eval.musical_fit import bass_fit
+    from bassray.inference import BassGenerator, GenerationSettings
+    generator = BassGenerator.from_parts(ema_model, loop_config["mix_bundle"], loop_config["target_bundle"],
+                                         loop_config["latent_dir"], config)
+    settings = [GenerationSettings(steps=config.sampler.steps, cfg_weight=config.sampler.cfg_weight,
+                                   rescale_phi=config.sampler.rescale_phi, seed=step + i) for i in range(len(songs))]
+    made = generator.generate([s["mix"] for s in songs], settings)
+    out = {}
+    for name, audio in (("generated", made), ("true", [s["target"] for s in songs]),
+                        ("other_song", [s["other_target"] for s in songs])):
+        fits = [bass_fit(a, s["sample_rate"], json.loads(s["truth"])) for a, s in zip(audio, songs)]
+        out[f"val/chord_tone_{name}"] = float(sum(f["chord_tone"] for f in fits) / len(fits))
+    return out
+
+
 def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     import deepspeed
 
@@ -87,8 +118,9 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
             ema.load_state_dict(torch.load(Path(directory) / EMA_FILE, map_location=device))
     start_step = int(state["step"]) if state else 0
 
-    tracker, val = None, None
+    tracker, val, fit_songs = None, None, []
     if rank == 0:
+        fit_songs = _musical_fit_songs(loop_config, config)
         tracker = RunTracker(loop_config["tracking_uri"], loop_config["experiment"], loop_config["run_name"],
                              loop_config["artifact_root"], tags={"stage": "diffusion", "config": config.name})
         tracker.log_params({**config.flat(), "num_workers": world,
@@ -132,10 +164,14 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
             tracker.log_metrics(val_metrics, step=done)
             metrics.update(val_metrics)
             try:
+                if fit_songs:
+                    fit = _generated_fit(ema_model, loop_config, config, fit_songs, done)
+                    tracker.log_metrics(fit, step=done)
+                    metrics.update(fit)
                 _log_generated_example(tracker, ema_model, loop_config, config,
                                        val[0], done)
-            except Exception as exc:  # an example is a nicety; never lose the run for it
-                log.warning("could not log a generated example: %s", exc)
+            except Exception as exc:  # evaluation is a nicety; never lose the run for it
+                log.warning("could not score or log generated examples: %s", exc)
         if done % train_cfg.checkpoint_every == 0 or done == train_cfg.max_steps:
             save_checkpoint_and_report(
                 {"unet": engine}, {"stage": "diffusion", "step": done, "config": loop_config["config"],
@@ -148,9 +184,11 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
 
 def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, target_bundle: str | Path,
               *, num_workers: int | None = None, use_gpu: bool | None = None, run_name: str | None = None,
-              root: str | Path | None = None, seed: int = 0, experiment: str = "bassray-diffusion"
-              ) -> StageResult:
-    """Train (or resume) the diffusion model; export, log and register the self-contained bundle."""
+              root: str | Path | None = None, seed: int = 0, experiment: str = "bassray-diffusion",
+              eval_data_dir: str | Path | None = None) -> StageResult:
+    """Train (or resume) the diffusion model; export, log and register the self-contained bundle.
+    With ``eval_data_dir`` (audio shards with chords), evaluations also log the chord-tone agreement
+    of bass lines generated for a few validation songs."""
     from bassray.distributed.latent_datasets import latent_pairs_dataset
     from bassray.distributed.pipeline_stats import PipelineStats
     home = bassray_home(root)
@@ -164,6 +202,7 @@ def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, ta
     tracking_uri = default_tracking_uri(home)
     loop_config = {"config": config.to_dict(), "seed": seed, "latent_dir": resolve(latent_dir),
                    "mix_bundle": resolve(mix_bundle), "target_bundle": resolve(target_bundle),
+                   "eval_data_dir": str(eval_data_dir) if eval_data_dir else None,
                    "tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name,
                    "artifact_root": str(home / "mlartifacts")}
     counts = PipelineStats()

@@ -1,11 +1,11 @@
-"""``bassray evaluate``: generate bass lines for held-out songs and score their musical fit.
+"""What ``bassray evaluate`` computes: bass lines generated for held-out songs, scored for musical fit.
 
 Every held-out song is scored five ways against its own ground truth, so each figure stands beside
 its ceiling and its floors: the true bass (ceiling), the bass autoencoder's reconstruction of it,
 the generated bass (conditional), the unconditional model's bass (null mix), and another song's
-true bass (chance). Songs are spread over a Ray Data actor pool (``map_batches``), so a cluster
-scores many at once; the model loads once per actor. Writes ``report.json`` and ``report.md``
-(tables, spectrograms, links to the audio) to the output folder.
+true bass (chance). :class:`SongScorer` is a plain callable that bassray/distributed/evaluate.py
+runs in a Ray Data actor pool; the report helpers write ``report.json`` and ``report.md`` (tables,
+spectrograms, links to the audio). No Ray here.
 """
 from __future__ import annotations
 
@@ -123,39 +123,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                                  if ceiling else float("nan"))
     levels = [r["generated"]["level_db"] - r["true"]["level_db"] for r in rows]
     report["generated_level_minus_true_db"] = float(np.mean(levels))
-    return report
-
-
-def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
-             splits: Sequence[str] = ("test",), songs: int | None = None, steps: int | None = None,
-             seed: int = 0, actors: int = 2) -> dict[str, Any]:
-    """Score up to ``songs`` held-out songs (see the module doc) on the current or a local Ray
-    cluster; write ``report.json`` and ``report.md`` under ``out_dir`` and return the report."""
-    import ray
-
-    from bassray.distributed.runner import ensure_ray
-    from bassray.train.bundle import read_bundle_metadata
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    meta = read_bundle_metadata(bundle_dir)
-    target = json.loads((Path(bundle_dir) / "config.json").read_text())["data"]["target_stem"] \
-        if (Path(bundle_dir) / "config.json").exists() else "bass"
-    items = held_out_songs(data_dir, splits, target, songs)
-    log.info("evaluate: scoring %d held-out songs from %s with %s", len(items), data_dir, bundle_dir)
-    ensure_ray()
-    dataset = ray.data.from_items(items)
-    scored = dataset.map_batches(
-        SongScorer, fn_constructor_kwargs={"bundle_dir": str(Path(bundle_dir).resolve()),
-                                           "audio_dir": str(out / "audio"), "steps": steps, "seed": seed},
-        batch_size=4, concurrency=(1, max(1, actors)), num_cpus=1)
-    rows = [json.loads(r["result"]) for r in scored.take_all()]
-    rows.sort(key=lambda r: r["key"])
-    report = summarise(rows)
-    report.update(bundle=str(bundle_dir), data=str(data_dir), splits=list(splits), seed=seed,
-                  steps=steps, bundle_metadata=meta, per_song=rows)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
-    spectrograms = write_spectrograms(out, [r["key"] for r in rows[:3]])
-    (out / "report.md").write_text(markdown_report(report, spectrograms))
     return report
 
 

@@ -7,7 +7,9 @@ and phase for every channel -> iSTFT -> wav. One latent frame = hop * 16 = 4096 
 Phase (``AutoencoderConfig.phase``): ``"direct"`` decodes a unit 2-vector per bin and frame (the
 paper's decoder); ``"harmonic"`` builds every bin's phase from an f0 track that the latent carries
 in its last ``pitch_channels`` channels: the input's YIN f0 (semitones above 30 Hz / 45, 0 where
-unpitched), averaged over ``pitch_channels`` equal parts of each latent frame. The other channels
+unpitched) in each of ``pitch_channels`` equal parts of a latent frame; a learnt comb at that f0
+sharpens the decoded log-power. ``chroma`` (the mix autoencoder) puts the input's 12-class chroma
+of every latent frame in the last 12 channels: the chords, in a form the diffusion model can read. The other channels
 are learnt as before and the decoder's magnitude sees all of them. bassray/models/harmonic_phase.py
 says why: a learnt phase, and a learnt f0, lost the bass line's pitch at CPU training lengths.
 """
@@ -23,7 +25,8 @@ from torch import nn
 
 from bassray.config import AudioConfig, AutoencoderConfig
 from bassray.models.conv_blocks import Downsample1d, Upsample1d, residual_stack
-from bassray.models.harmonic_phase import PITCH_SEMITONES, harmonic_phase, pitch_targets, semitones_to_bins
+from bassray.models.harmonic_phase import (PITCH_SEMITONES, frame_chroma, harmonic_phase, pitch_targets,
+                                           semitones_to_bins, snap_to_semitones)
 
 # Fixed affine map of log-power values (about -11.5 for silence to +11 for a full-scale sine at
 # n_fft 1024) into roughly [-1.5, 3] for the first conv; the decoder maps back with the inverse.
@@ -108,16 +111,24 @@ class Autoencoder(LatentAutoencoder):
 
         # Encoder: frequency bins x audio channels are the conv channels; convolve over time.
         self.pitch_channels = ae_cfg.pitch_channels if ae_cfg.phase == "harmonic" else 0
+        self.chroma_channels = 12 if ae_cfg.chroma else 0
+        if self.pitch_channels + self.chroma_channels >= ae_cfg.latent_dim:
+            raise ValueError(f"latent_dim {ae_cfg.latent_dim} leaves no learnt channel beside "
+                             f"{self.pitch_channels} pitch and {self.chroma_channels} chroma channels")
         enc: list[nn.Module] = [nn.Conv1d(spec_channels, widths[0], kernel, padding=kernel // 2)]
         for i, factor in enumerate(factors):
             enc += [residual_stack(widths[i], blocks, kernel), Downsample1d(widths[i], widths[i + 1], factor)]
         enc += [residual_stack(widths[-1], blocks, kernel), nn.LeakyReLU(0.2),
-                nn.Conv1d(widths[-1], ae_cfg.latent_dim - self.pitch_channels, kernel, padding=kernel // 2)]
+                nn.Conv1d(widths[-1], ae_cfg.latent_dim - self.pitch_channels - self.chroma_channels, kernel, padding=kernel // 2)]
         self.encoder = nn.Sequential(*enc)
 
         # Decoder: the mirror. Output: log-power per channel and bin, and ("direct") the phase as a
         # 2-vector per channel and bin.
         phase_channels = 0 if ae_cfg.phase == "harmonic" else 2 * spec_channels
+        # "harmonic": a learnt per-bin depth of a comb at the carried f0 (cos(2 pi k / f0), peaks on
+        # the harmonics) added to the decoded log-power, so sharp partials at the right pitch need
+        # no lookup table of combs in the decoder. Starts at 0: no comb.
+        self.comb_depth = nn.Parameter(torch.zeros(audio.channels, self.n_bins, 1)) if self.pitch_channels else None
         dec: list[nn.Module] = [nn.Conv1d(ae_cfg.latent_dim, widths[-1], kernel, padding=kernel // 2),
                                 residual_stack(widths[-1], blocks, kernel)]
         for i in reversed(range(len(factors))):
@@ -185,19 +196,23 @@ class Autoencoder(LatentAutoencoder):
         log_mag, spec = self._input_spectrum(padded)                       # [B, C, F, N]
         features = (log_mag - LOG_MAG_SHIFT) / LOG_MAG_SCALE
         z = self.encoder(features.reshape(B, C * self.n_bins, -1).to(self._dtype()))  # [B, D - S, N/16]
+        if self.chroma_channels:
+            chroma = frame_chroma(spec, self.sample_rate, self.hop_samples // self.cfg.hop_length)
+            z = torch.cat([z, chroma.to(z.dtype)], dim=1)
         if self.pitch_channels:
             z = torch.cat([z, self._pitch_latent(padded, spec).to(z.dtype)], dim=1)
         return z, log_mag
 
     def _pitch_latent(self, wav: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
-        """``[B, S, L]``: the f0 (semitones / 45) of each of the S parts of every latent frame, the
-        loudness-weighted mean over its pitched STFT frames, 0 where none is pitched."""
+        """``[B, S, L]``: the f0 (semitones / 45) of each of the S parts of every latent frame: that of
+        its loudest pitched STFT frame (a mean would land between two notes where a part spans a
+        note change), 0 where none is pitched."""
         semitones, weight = pitch_targets(wav, spec, self.sample_rate, self.cfg.hop_length)  # [B, N]
         B, N = semitones.shape
         S = self.pitch_channels
         per_part = N * self.cfg.hop_length // self.hop_samples * S                     # L * S parts
         w = weight.reshape(B, per_part, -1)
-        value = (semitones.reshape(B, per_part, -1) * w).sum(-1) / w.sum(-1).clamp_min(1e-8)
+        value = semitones.reshape(B, per_part, -1).gather(-1, w.argmax(-1, keepdim=True))[..., 0]
         value = value * (w.sum(-1) > 0) / PITCH_SEMITONES                               # [B, L*S]
         return value.reshape(B, -1, S).transpose(1, 2)                                # [B, S, L]
 
@@ -212,7 +227,12 @@ class Autoencoder(LatentAutoencoder):
             S = self.pitch_channels
             semitones = z[:, -S:].float().transpose(1, 2).reshape(B, -1) * PITCH_SEMITONES  # [B, L*S]
             semitones = semitones.repeat_interleave(log_mag.shape[-1] // semitones.shape[-1], dim=-1)
+            if self.cfg.pitch_snap:
+                semitones = snap_to_semitones(semitones)
             f0 = semitones_to_bins(semitones.clamp(0.0, PITCH_SEMITONES), self.sample_rate, self.cfg.n_fft)
+            k = torch.arange(self.n_bins, device=z.device, dtype=torch.float32)[:, None]
+            comb = torch.cos(2 * math.pi * k / f0[:, None, :])                    # [B, F, N]
+            log_mag = log_mag + self.comb_depth.float() * comb[:, None] * LOG_MAG_SCALE
             phase = harmonic_phase(f0, self.n_bins, self.cfg.n_fft, self.cfg.hop_length)  # [B, 2, F, N]
             return log_mag, phase.unsqueeze(1).expand(-1, self.channels, -1, -1, -1)
         xy = out[:, spec_channels:].reshape(B, self.channels, 2, self.n_bins, -1)
@@ -239,7 +259,24 @@ class Autoencoder(LatentAutoencoder):
         window = torch.hann_window(self.cfg.n_fft, device=magnitude.device, dtype=torch.float32)
         wav = torch.istft(spec.reshape(B * C, n_bins, frames), self.cfg.n_fft, self.cfg.hop_length,
                           window=window, center=True, length=length)
+        if self.pitch_channels:
+            wav = self._restore_level(wav, spec.reshape(B * C, n_bins, frames), window)
         return wav.reshape(B, C, length)
+
+    def _restore_level(self, wav: torch.Tensor, spec: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        """Give each frame of the resynthesis the energy its magnitude asked for. A phase built from
+        one f0 is not a consistent STFT wherever a partial strays from the harmonic series (onsets,
+        inharmonic partials), and the overlap-add cancels part of it: 3-4 dB of a real bass line
+        even with its true magnitude. The gain (0 dB to +12 dB) is applied by one more STFT pair."""
+        frames = spec.shape[-1]
+        made = torch.stft(wav, self.cfg.n_fft, self.cfg.hop_length, window=window, center=True,
+                          return_complex=True)[..., :frames]
+        wanted = spec.abs().square().sum(-2)                                     # [B', N]
+        got = made.abs().square().sum(-2)
+        gain = torch.sqrt((wanted + 1e-6) / (got + 1e-6)).clamp(1.0, 4.0).detach()
+        gain = F.avg_pool1d(gain[:, None], 5, stride=1, padding=2, count_include_pad=False)[:, 0]
+        return torch.istft(made * gain[:, None, :], self.cfg.n_fft, self.cfg.hop_length, window=window,
+                           center=True, length=wav.shape[-1])
 
     def _check_wav(self, wav: torch.Tensor) -> torch.Tensor:
         if wav.dim() != 3 or wav.shape[1] != self.channels or wav.shape[-1] < 1:
