@@ -59,8 +59,9 @@ class AutoencoderConfig:
     # "harmonic" (one f0 per frame; every bin's phase follows its nearest harmonic). The bass
     # autoencoder needs "harmonic" to keep pitch (bassray/models/harmonic_phase.py).
     phase: str = "direct"
-    # "harmonic": latent channels that carry the f0 (S values per latent frame, S | 16).
-    pitch_channels: int = 4
+    # "harmonic": the latent carries the f0 of this many parts of each latent frame (S | 16), in 3 x S
+    # channels (pitch class on a circle and height).
+    pitch_parts: int = 4
     # "harmonic": decode the carried f0 to the nearest equal-tempered semitone (A = 440 Hz), so a
     # generated latent between two notes plays one of them; off for music not tuned to A440.
     pitch_snap: bool = True

@@ -10,6 +10,7 @@ import torch
 from bassray.config import AudioConfig, AutoencoderConfig, AutoencoderTrainConfig
 from bassray.eval.musical_fit import reconstruction_fidelity
 from bassray.models.autoencoder import Autoencoder
+from bassray.models.harmonic_phase import pitch_code, pitch_from_code
 from bassray.train.autoencoder_losses import generator_loss
 
 RATE = 16000
@@ -33,8 +34,8 @@ def sine_bass(seconds: float, rng: np.random.Generator) -> np.ndarray:
 def train(phase: str, steps: int = 120, seed: int = 0) -> Autoencoder:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    cfg = AutoencoderConfig(latent_dim=8, channels=[48, 48, 48, 48, 48], blocks_per_stage=1, phase=phase,
-                            pitch_channels=4)
+    cfg = AutoencoderConfig(latent_dim=16, channels=[48, 48, 48, 48, 48], blocks_per_stage=1, phase=phase,
+                            pitch_parts=4)
     model = Autoencoder(cfg, AudioConfig(sample_rate=RATE, channels=1))
     train_cfg = AutoencoderTrainConfig(batch_size=8)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.9))
@@ -70,16 +71,30 @@ def test_direct_phase_autoencoder_loses_pitch_in_the_same_training(held_out):
     assert fid["pitch_accuracy"] <= 0.3, fid
 
 
-def test_pitch_channels_carry_the_input_f0(held_out):
-    """The latent's last channels hold the input's f0 (semitones above 30 Hz / 45) per quarter
-    of a latent frame: a 110 Hz tone reads 12 log2(110 / 30) semitones."""
-    cfg = AutoencoderConfig(latent_dim=8, channels=[16] * 5, blocks_per_stage=1, phase="harmonic", pitch_channels=4)
+def test_pitch_parts_carry_the_input_f0(held_out):
+    """The latent's last channels hold the input's f0 per quarter of a latent frame, and decode to
+    it: a 110 Hz tone (A2) is pitch class A on the circle, height 12 log2(110 / 30) / 45."""
+    cfg = AutoencoderConfig(latent_dim=16, channels=[16] * 5, blocks_per_stage=1, phase="harmonic", pitch_parts=4)
     model = Autoencoder(cfg, AudioConfig(sample_rate=RATE, channels=1)).eval()
     t = np.arange(RATE * 2) / RATE
     tone = (0.3 * np.sin(2 * np.pi * 110.0 * t) + 0.1 * np.sin(2 * np.pi * 220.0 * t))[None, None].astype(np.float32)
     with torch.no_grad():
         z = model.encode(torch.from_numpy(tone))
-    pitch = z[0, -4:, 1:-1] * 45  # inner frames (the edges see padding)
-    assert torch.allclose(pitch, torch.full_like(pitch, 12 * np.log2(110 / 30)), atol=0.1)
+    code = z[0, -12:, 1:-1].reshape(3, 4, -1)  # inner frames (the edges see padding)
+    a_angle = 2 * np.pi * 9 / 12
+    assert torch.allclose(code[0], torch.full_like(code[0], np.cos(a_angle)), atol=0.02)
+    assert torch.allclose(code[1], torch.full_like(code[1], np.sin(a_angle)), atol=0.02)
+    assert torch.allclose(code[2] * 45, torch.full_like(code[2], 12 * np.log2(110 / 30)), atol=0.1)
+    decoded = pitch_from_code(code.reshape(3, -1))
+    assert torch.allclose(decoded, torch.full_like(decoded, 12 * np.log2(110 / 30)), atol=0.1)
     silent = model.encode(torch.zeros(1, 1, RATE))
-    assert torch.all(silent[0, -4:] == 0)
+    assert torch.all(silent[0, -12:] == 0)
+
+
+def test_pitch_code_round_trips_and_ignores_octaves():
+    semitones = torch.tensor([0.5, 7.3, 19.0, 31.0, 44.0])
+    decoded = pitch_from_code(pitch_code(semitones, torch.ones(5, dtype=torch.bool)))
+    assert torch.allclose(decoded, semitones, atol=1e-4)
+    octave_up = pitch_code(semitones[:2] + 12, torch.ones(2, dtype=torch.bool))
+    same = pitch_code(semitones[:2], torch.ones(2, dtype=torch.bool))
+    assert torch.allclose(octave_up[:2], same[:2], atol=1e-5)  # same point on the pitch-class circle

@@ -5,7 +5,7 @@ import pytest
 from bassray.config import Config, config_from_dict, load_config, load_config_json, save_config
 
 
-@pytest.mark.parametrize("name", ["tiny", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "small", "paper"])
 def test_presets_load_and_round_trip(name, tmp_path):
     config = load_config(name)
     assert config.name == name
@@ -22,6 +22,15 @@ def test_paper_preset_matches_the_paper():
         hop_total *= factor
     assert hop_total == 4096
     assert config.diffusion_training.crop_frames == 256 and config.sampler.steps == 64
+
+
+def test_presets_keep_pitch_in_the_latents():
+    """Every preset's bass autoencoder carries the f0 (harmonic phase) and its mix autoencoder the
+    chroma: without them the bass loses its pitch (tests/test_autoencoder_pitch.py)."""
+    for name in ("tiny", "small", "paper"):
+        config = load_config(name)
+        assert config.bass_autoencoder.phase == "harmonic" and config.bass_autoencoder.pitch_parts > 0
+        assert config.mix_autoencoder.chroma and config.mix_autoencoder.phase == "direct"
 
 
 def test_overrides_change_single_fields():

@@ -6,8 +6,9 @@ and phase for every channel -> iSTFT -> wav. One latent frame = hop * 16 = 4096 
 
 Phase (``AutoencoderConfig.phase``): ``"direct"`` decodes a unit 2-vector per bin and frame (the
 paper's decoder); ``"harmonic"`` builds every bin's phase from an f0 track that the latent carries
-in its last ``pitch_channels`` channels: the input's YIN f0 (semitones above 30 Hz / 45, 0 where
-unpitched) in each of ``pitch_channels`` equal parts of a latent frame; a learnt comb at that f0
+in its last 3 x ``pitch_parts`` channels: the input's YIN f0 in each of ``pitch_parts`` equal
+parts of a latent frame, coded as pitch class on a circle plus height (:func:`pitch_code`, zeros
+where unpitched); a learnt comb at that f0
 sharpens the decoded log-power. ``chroma`` (the mix autoencoder) puts the input's 12-class chroma
 of every latent frame in the last 12 channels: the chords, in a form the diffusion model can read. The other channels
 are learnt as before and the decoder's magnitude sees all of them. bassray/models/harmonic_phase.py
@@ -25,8 +26,9 @@ from torch import nn
 
 from bassray.config import AudioConfig, AutoencoderConfig
 from bassray.models.conv_blocks import Downsample1d, Upsample1d, residual_stack
-from bassray.models.harmonic_phase import (PITCH_SEMITONES, frame_chroma, harmonic_phase, pitch_targets,
-                                           semitones_to_bins, snap_to_semitones)
+from bassray.models.harmonic_phase import (PITCH_SEMITONES, frame_chroma, harmonic_phase, pitch_code,
+                                           pitch_from_code, pitch_targets, semitones_to_bins,
+                                           snap_to_semitones)
 
 # Fixed affine map of log-power values (about -11.5 for silence to +11 for a full-scale sine at
 # n_fft 1024) into roughly [-1.5, 3] for the first conv; the decoder maps back with the inverse.
@@ -99,10 +101,9 @@ class Autoencoder(LatentAutoencoder):
             raise ValueError(f"phase 'harmonic' needs n_fft = 4 x hop_length (75 % overlap), got "
                              f"{ae_cfg.n_fft} and {ae_cfg.hop_length}")
         frames_per_latent = math.prod(factors)
-        if ae_cfg.phase == "harmonic" and not (
-                0 < ae_cfg.pitch_channels < ae_cfg.latent_dim and frames_per_latent % ae_cfg.pitch_channels == 0):
-            raise ValueError(f"phase 'harmonic' needs pitch_channels in 1..latent_dim-1 dividing the "
-                             f"{frames_per_latent} STFT frames of a latent frame, got {ae_cfg.pitch_channels}")
+        if ae_cfg.phase == "harmonic" and not (0 < ae_cfg.pitch_parts and frames_per_latent % ae_cfg.pitch_parts == 0):
+            raise ValueError(f"phase 'harmonic' needs pitch_parts >= 1 dividing the {frames_per_latent} "
+                             f"STFT frames of a latent frame, got {ae_cfg.pitch_parts}")
         self.cfg = ae_cfg
         self.audio = audio
         self.n_bins = ae_cfg.n_fft // 2 + 1
@@ -110,7 +111,8 @@ class Autoencoder(LatentAutoencoder):
         spec_channels = audio.channels * self.n_bins
 
         # Encoder: frequency bins x audio channels are the conv channels; convolve over time.
-        self.pitch_channels = ae_cfg.pitch_channels if ae_cfg.phase == "harmonic" else 0
+        self.pitch_parts = ae_cfg.pitch_parts if ae_cfg.phase == "harmonic" else 0
+        self.pitch_channels = 3 * self.pitch_parts
         self.chroma_channels = 12 if ae_cfg.chroma else 0
         if self.pitch_channels + self.chroma_channels >= ae_cfg.latent_dim:
             raise ValueError(f"latent_dim {ae_cfg.latent_dim} leaves no learnt channel beside "
@@ -128,7 +130,7 @@ class Autoencoder(LatentAutoencoder):
         # "harmonic": a learnt per-bin depth of a comb at the carried f0 (cos(2 pi k / f0), peaks on
         # the harmonics) added to the decoded log-power, so sharp partials at the right pitch need
         # no lookup table of combs in the decoder. Starts at 0: no comb.
-        self.comb_depth = nn.Parameter(torch.zeros(audio.channels, self.n_bins, 1)) if self.pitch_channels else None
+        self.comb_depth = nn.Parameter(torch.zeros(audio.channels, self.n_bins, 1)) if self.pitch_parts else None
         dec: list[nn.Module] = [nn.Conv1d(ae_cfg.latent_dim, widths[-1], kernel, padding=kernel // 2),
                                 residual_stack(widths[-1], blocks, kernel)]
         for i in reversed(range(len(factors))):
@@ -199,22 +201,22 @@ class Autoencoder(LatentAutoencoder):
         if self.chroma_channels:
             chroma = frame_chroma(spec, self.sample_rate, self.hop_samples // self.cfg.hop_length)
             z = torch.cat([z, chroma.to(z.dtype)], dim=1)
-        if self.pitch_channels:
+        if self.pitch_parts:
             z = torch.cat([z, self._pitch_latent(padded, spec).to(z.dtype)], dim=1)
         return z, log_mag
 
     def _pitch_latent(self, wav: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
-        """``[B, S, L]``: the f0 (semitones / 45) of each of the S parts of every latent frame: that of
-        its loudest pitched STFT frame (a mean would land between two notes where a part spans a
-        note change), 0 where none is pitched."""
+        """``[B, 3S, L]``: the code (:func:`pitch_code`) of the f0 of each of the S parts of every latent
+        frame: that of its loudest pitched STFT frame (a mean would land between two notes where a
+        part spans a note change), zeros where none is pitched. Channels: S cos, S sin, S height."""
         semitones, weight = pitch_targets(wav, spec, self.sample_rate, self.cfg.hop_length)  # [B, N]
         B, N = semitones.shape
-        S = self.pitch_channels
+        S = self.pitch_parts
         per_part = N * self.cfg.hop_length // self.hop_samples * S                     # L * S parts
         w = weight.reshape(B, per_part, -1)
         value = semitones.reshape(B, per_part, -1).gather(-1, w.argmax(-1, keepdim=True))[..., 0]
-        value = value * (w.sum(-1) > 0) / PITCH_SEMITONES                               # [B, L*S]
-        return value.reshape(B, -1, S).transpose(1, 2)                                # [B, S, L]
+        code = pitch_code(value, w.sum(-1) > 0)                                        # [B, 3, L*S]
+        return code.reshape(B, 3, -1, S).transpose(2, 3).reshape(B, 3 * S, -1)         # [B, 3S, L]
 
     def _decode_spectrum(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z ``[B, D, L]`` -> log-power ``[B, C, F, N]`` and unit phase ``[B, C, 2, F, N]``, float32."""
@@ -223,9 +225,10 @@ class Autoencoder(LatentAutoencoder):
         out = self.decoder(z.to(self._dtype())).float()
         B, spec_channels = z.shape[0], self.channels * self.n_bins
         log_mag = out[:, :spec_channels].reshape(B, self.channels, self.n_bins, -1) * LOG_MAG_SCALE + LOG_MAG_SHIFT
-        if self.pitch_channels:
-            S = self.pitch_channels
-            semitones = z[:, -S:].float().transpose(1, 2).reshape(B, -1) * PITCH_SEMITONES  # [B, L*S]
+        if self.pitch_parts:
+            S = self.pitch_parts
+            code = z[:, -3 * S:].float().reshape(B, 3, S, -1).transpose(2, 3).reshape(B, 3, -1)
+            semitones = pitch_from_code(code)                                       # [B, L*S]
             semitones = semitones.repeat_interleave(log_mag.shape[-1] // semitones.shape[-1], dim=-1)
             if self.cfg.pitch_snap:
                 semitones = snap_to_semitones(semitones)
@@ -259,7 +262,7 @@ class Autoencoder(LatentAutoencoder):
         window = torch.hann_window(self.cfg.n_fft, device=magnitude.device, dtype=torch.float32)
         wav = torch.istft(spec.reshape(B * C, n_bins, frames), self.cfg.n_fft, self.cfg.hop_length,
                           window=window, center=True, length=length)
-        if self.pitch_channels:
+        if self.pitch_parts:
             wav = self._restore_level(wav, spec.reshape(B * C, n_bins, frames), window)
         return wav.reshape(B, C, length)
 

@@ -129,6 +129,27 @@ def snap_to_semitones(semitones: torch.Tensor) -> torch.Tensor:
     return torch.round(semitones + offset) - offset
 
 
+def pitch_code(semitones: torch.Tensor, pitched: torch.Tensor) -> torch.Tensor:
+    """``[..., P]`` pitches (semitones above ``PITCH_MIN_HZ``) -> ``[..., 3, P]`` latent code: the
+    pitch class as a point on the unit circle (C at angle 0) and the height (semitones / 45), all 0
+    where unpitched. The circle makes an octave jump a non-event and puts the twelve classes where a
+    model can relate them to a chord's chroma; the height picks the octave back."""
+    midi = semitones + 69.0 + 12.0 * math.log2(PITCH_MIN_HZ / 440.0)
+    angle = 2 * math.pi * midi / 12.0
+    mask = pitched.to(semitones.dtype)
+    return torch.stack([torch.cos(angle) * mask, torch.sin(angle) * mask, semitones / PITCH_SEMITONES * mask], dim=-2)
+
+
+def pitch_from_code(code: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pitch_code`: ``[..., 3, P]`` -> ``[..., P]`` semitones, the pitch class from
+    the circle in the octave nearest the height (any point decodes, so generated codes do too)."""
+    offset = 69.0 + 12.0 * math.log2(PITCH_MIN_HZ / 440.0)
+    pitch_class = torch.remainder(torch.atan2(code[..., 1, :], code[..., 0, :]) * 12.0 / (2 * math.pi), 12.0)
+    height = code[..., 2, :] * PITCH_SEMITONES + offset
+    midi = pitch_class + 12.0 * torch.round((height - pitch_class) / 12.0)
+    return (midi - offset).clamp(0.0, float(PITCH_SEMITONES))
+
+
 def hz_to_semitones(f0_hz: torch.Tensor) -> torch.Tensor:
     """f0 in Hz -> semitones above ``PITCH_MIN_HZ``, clamped to the bass register."""
     return (12.0 * torch.log2(f0_hz.clamp_min(1e-3) / PITCH_MIN_HZ)).clamp(0.0, float(PITCH_SEMITONES))
