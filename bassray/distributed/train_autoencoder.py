@@ -75,11 +75,12 @@ def _eval_songs(config: Config, data_dir: str, stem: str, count: int = 2, second
 
 @torch.no_grad()
 def evaluate_reconstruction(model: torch.nn.Module, crops: torch.Tensor, hops: list[int],
-                            songs: list[tuple[np.ndarray, dict[str, Any]]] | None = None
-                            ) -> tuple[dict[str, float], torch.Tensor]:
+                            songs: list[tuple[np.ndarray, dict[str, Any]]] | None = None,
+                            score_chords: bool = False) -> tuple[dict[str, float], torch.Tensor]:
     """Log-mel L1 and MSSD on crops; on whole songs, the pitch metrics that a listener would
     notice: pitch accuracy against the input, chroma cosine, a constant-Q distance and, where
-    chords are known, the reconstruction's chord-tone agreement beside the input's."""
+    chords are known and ``score_chords`` (the target stem, not a mix), the reconstruction's
+    chord-tone agreement beside the input's."""
     from bassray.eval.musical_fit import bass_fit, mean_metrics, reconstruction_fidelity
     from bassray.train.autoencoder_losses import log_mel_l1, mssd
     was_training = model.training
@@ -92,7 +93,7 @@ def evaluate_reconstruction(model: torch.nn.Module, crops: torch.Tensor, hops: l
         x = torch.from_numpy(audio)[None].to(crops.device, crops.dtype)
         song_recon = model.decode(model.encode(x), length=x.shape[-1])[0].float().cpu().numpy()
         fidelity.append(reconstruction_fidelity(audio, song_recon, model.sample_rate))
-        if meta.get("chords"):
+        if meta.get("chords") and score_chords:
             fits.append(bass_fit(song_recon, model.sample_rate, meta))
             true_fits.append(bass_fit(audio, model.sample_rate, meta))
     metrics.update({f"val/{k}": v for k, v in mean_metrics(fidelity).items()})
@@ -177,7 +178,8 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
         if tracker is not None and eval_crops is not None and (
                 done % train_cfg.eval_every == 0 or done == train_cfg.max_steps):
             val_metrics, recon = evaluate_reconstruction(ae_engine.module, eval_crops.to(dtype),
-                                                         train_cfg.mssd_hops, eval_songs)
+                                                         train_cfg.mssd_hops, eval_songs,
+                                                         score_chords=stem != "mix")
             tracker.log_metrics(val_metrics, step=done)
             rate = config.audio.sample_rate
             for i in range(min(2, recon.shape[0])):
