@@ -125,6 +125,10 @@ class DiffusionTrainConfig:
     # Std of Gaussian noise added to kept mix latents in training (conditioning augmentation):
     # 0 on large collections; on a few dozen songs it keeps the model from memorising them.
     cond_noise: float = 0.0
+    # v-loss weight of the target channels that carry the bass's f0 (1 = plain MSE). These 12 of 32
+    # channels decide the notes; with equal weight the tiny model learnt their marginal, not their
+    # relation to the mix (generated chord-tone agreement = the unconditional model's).
+    pitch_loss_weight: float = 1.0
     ema_decay: float = 0.999
     # CPU threads per worker for the U-Net; 0 keeps Ray's setting (the worker's CPU share, at least
     # 1). Latent crops cost little to read, so on CPU the U-Net can have the cores to itself.

@@ -35,8 +35,10 @@ def predict_x0_eps(z_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> tuple
 def v_loss(model: Callable, target: torch.Tensor, cond: torch.Tensor,
            generator: torch.Generator | None = None, cond_dropout: float = 0.15,
            condition: str | torch.Tensor | None = None,
-           cond_noise: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """MSE between the model's v and the true v at t ~ U(0, 1).
+           cond_noise: float = 0.0, channel_weight: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, dict[str, float]]:
+    """MSE between the model's v and the true v at t ~ U(0, 1) (``channel_weight`` [Dy]: a weight
+    per target channel, e.g. to stress the channels that carry the bass's pitch).
 
     ``target`` [B, Dy, L] and ``cond`` [B, Dx, L] are normalised latents. In training
     (``condition=None``) a ``cond_dropout`` fraction of examples get the null condition (zeros), so
@@ -50,7 +52,7 @@ def v_loss(model: Callable, target: torch.Tensor, cond: torch.Tensor,
     recognising a training song by the fine detail of its mix and reciting that song's bass.
     """
     per_example, null_fraction = v_loss_per_example(model, target, cond, generator, cond_dropout,
-                                                    condition, cond_noise)
+                                                    condition, cond_noise, channel_weight=channel_weight)
     loss = per_example.mean()
     return loss, {"loss": float(loss.detach()), "null_fraction": null_fraction}
 
@@ -58,7 +60,8 @@ def v_loss(model: Callable, target: torch.Tensor, cond: torch.Tensor,
 def v_loss_per_example(model: Callable, target: torch.Tensor, cond: torch.Tensor,
                        generator: torch.Generator | None = None, cond_dropout: float = 0.15,
                        condition: str | torch.Tensor | None = None,
-                       cond_noise: float = 0.0, t: float | None = None) -> tuple[torch.Tensor, float]:
+                       cond_noise: float = 0.0, t: float | None = None,
+                       channel_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """:func:`v_loss` before the batch mean: ([B] squared errors, null-condition fraction).
     ``t`` fixes the noise level for every example (evaluation by noise level) instead of U(0, 1)."""
     b, device = target.shape[0], target.device
@@ -74,7 +77,10 @@ def v_loss_per_example(model: Callable, target: torch.Tensor, cond: torch.Tensor
     cond, null_fraction = _apply_condition(cond, condition, cond_dropout, generator, cond_noise)
     v = a * eps - s * target
     pred = model(z_t, t, cond)
-    return (pred.float() - v.float()).square().flatten(1).mean(1), null_fraction
+    error = (pred.float() - v.float()).square()
+    if channel_weight is not None:
+        error = error * channel_weight.to(error.device, error.dtype)[:, None]
+    return error.flatten(1).mean(1), null_fraction
 
 
 def _apply_condition(cond: torch.Tensor, condition: str | torch.Tensor | None, cond_dropout: float,

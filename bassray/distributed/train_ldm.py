@@ -57,6 +57,16 @@ def _log_generated_example(tracker: RunTracker, ema_model: torch.nn.Module, loop
                                            "generated bass": spec(audio)}, step)
 
 
+def pitch_channel_weight(config: Config) -> torch.Tensor:
+    """``[Dy]`` v-loss weights: ``pitch_loss_weight`` on the target latent's pitch-code channels
+    (the last 3 x pitch_parts of a harmonic-phase autoencoder), 1 elsewhere."""
+    ae = config.bass_autoencoder
+    weight = torch.ones(ae.latent_dim)
+    if ae.phase == "harmonic":
+        weight[-3 * ae.pitch_parts:] = config.diffusion_training.pitch_loss_weight
+    return weight
+
+
 def _musical_fit_songs(loop_config: dict[str, Any], config: Config) -> list[dict[str, Any]]:
     """A few validation songs with chords (audio shards given as eval_data_dir), or none."""
     from bassray.eval.evaluate import held_out_songs
@@ -133,6 +143,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
         except (FileNotFoundError, ValueError) as exc:
             log.warning("no validation latents (%s): validation losses are skipped", exc)
 
+    channel_weight = pitch_channel_weight(config).to(device)
     micro = train_cfg.batch_size // world
     batches = infinite_batches("train", micro, {"mix": torch.float32, "target": torch.float32},
                                shuffle_buffer=8 * micro, device=device)
@@ -142,7 +153,8 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     for step in range(start_step, train_cfg.max_steps):
         batch = next(batches)
         loss, metrics = v_loss(engine, batch["target"], batch["mix"], generator=gen,
-                               cond_dropout=train_cfg.cond_dropout, cond_noise=train_cfg.cond_noise)
+                               cond_dropout=train_cfg.cond_dropout, cond_noise=train_cfg.cond_noise,
+                               channel_weight=channel_weight)
         engine.backward(loss)
         engine.step()
         ema.update(engine.module)
