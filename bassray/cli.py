@@ -66,9 +66,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    import os
+    from bassray.home import bassray_home
     from bassray.quickstart import quiet_console, quiet_ray_data
-    home = Path(args.root or os.environ.get("BASSRAY_HOME") or Path.home() / "bassray").expanduser()
+    home = bassray_home(args.root)
     if not args.verbose:
         quiet_ray_data(home / "logs")
     from bassray.quickstart import run_quickstart

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +9,14 @@ import torch
 from tqdm import tqdm
 
 from bassray.audio import conform, read_audio, write_audio
+from bassray.home import bassray_home
 from bassray.inference import BassGenerator, GenerationSettings
 
 log = logging.getLogger(__name__)
 
 
 def default_bundle() -> Path:
-    home = Path(os.environ.get("BASSRAY_HOME") or Path.home() / "bassray").expanduser()
+    home = bassray_home()
     candidates = sorted((home / "bundles").glob("*diffusion*"), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise FileNotFoundError(f"no diffusion bundle under {home}/bundles: run `bassray quickstart` "

@@ -1,32 +1,32 @@
 """``bassray quickstart``: every stage end to end on local Ray with the local MLflow store —
-synthetic songs, shards, both autoencoders, latents, the diffusion model, then a bass line
-generated for a held-out mix."""
+synthetic songs, shards, both autoencoders, latents, the diffusion model, then bass lines
+generated for held-out mixes and scored for musical fit."""
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from bassray.config import Config
 
 log = logging.getLogger(__name__)
 
 
-def _held_out_mix(data_dir: Path, target_stem: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """The first test (else validation) segment: its mix of non-target stems, its true target, key."""
-    from bassray.data.shards import iter_segments, list_shards
-    for split in ("test", "val", "train"):
-        try:
-            paths = list_shards(data_dir, split)
-        except FileNotFoundError:
-            continue
-        for segment in iter_segments(paths):
-            others = [a for n, a in segment.stems.items() if n != target_stem]
-            if others and target_stem in segment.stems:
-                return sum(others), segment.stems[target_stem], f"{split}/{segment.key}"
-    raise FileNotFoundError(f"no segment with a {target_stem} stem under {data_dir}")
+def _listening_example(fit: dict, eval_dir: Path, out_dir: Path) -> tuple[str, dict[str, Path]]:
+    """The first scored held-out song as the quickstart's example, from the evaluation's audio (no
+    second generation): its mix, generated bass, both together, and the true bass."""
+    from bassray.audio import read_audio, write_audio
+    key = fit["per_song"][0]["key"]
+    audio, rate = {}, 0
+    for kind in ("mix", "generated", "true"):
+        audio[kind], rate = read_audio(eval_dir / "audio" / f"{key}.{kind}.wav")
+    return key, {
+        "mix": write_audio(out_dir / "mix.wav", audio["mix"], rate),
+        "generated_bass": write_audio(out_dir / "generated_bass.wav", audio["generated"], rate),
+        "mix_with_generated_bass": write_audio(out_dir / "mix_with_generated_bass.wav",
+                                               audio["mix"] + audio["generated"], rate),
+        "original_bass": write_audio(out_dir / "original_bass.wav", audio["true"], rate),
+    }
 
 
 def _reconstruction(bundle_dir: Path, data_dir: Path) -> str:
@@ -138,63 +138,48 @@ def _copy_ray_logs(home: Path) -> None:
 
 def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 160, seed: int = 0,
                    num_workers: int = 1) -> dict[str, str]:
-    from bassray.audio import write_audio
     from bassray.data.synth import synthesize_dataset
     from bassray.distributed.encode_latents import encode_latents
     from bassray.distributed.runner import bassray_home, ensure_ray
     from bassray.distributed.tracking import default_tracking_uri
     from bassray.distributed.train_autoencoder import train_autoencoder
     from bassray.distributed.train_ldm import train_ldm
-    from bassray.inference import BassGenerator, GenerationSettings
 
     home = bassray_home(root)
     started = time.perf_counter()
     stage = lambda name: log.info("[%5.0fs] %s", time.perf_counter() - started, name)  # noqa: E731
     target = config.data.target_stem
     data_dir = home / "data" / f"synth-{config.name}"
-    stage(f"1/7 composing and rendering {songs} synthetic songs into {data_dir}")
+    stage(f"1/6 composing and rendering {songs} synthetic songs into {data_dir}")
     synthesize_dataset(data_dir, num_songs=songs, config=config, seed=seed)
     ensure_ray()
-    stage("2/7 training the mix autoencoder")
+    stage("2/6 training the mix autoencoder")
     mix = train_autoencoder(config, "mix", data_dir, num_workers=num_workers, root=home, seed=seed,
                             run_name=f"quickstart-autoencoder-mix-{config.name}")
-    stage(f"3/7 training the {target} autoencoder")
+    stage(f"3/6 training the {target} autoencoder")
     bass = train_autoencoder(config, target, data_dir, num_workers=num_workers, root=home, seed=seed,
                              run_name=f"quickstart-autoencoder-{target}-{config.name}")
     latent_dir = home / "data" / f"latents-{config.name}"
-    stage(f"4/7 encoding latents into {latent_dir}")
+    stage(f"4/6 encoding latents into {latent_dir}")
     encode_latents(config, data_dir, latent_dir, mix.bundle_dir, bass.bundle_dir, seed=seed)
-    stage("5/7 training the latent diffusion model")
+    stage("5/6 training the latent diffusion model")
     ldm = train_ldm(config, latent_dir, mix.bundle_dir, bass.bundle_dir, num_workers=num_workers,
                     root=home, seed=seed, run_name=f"quickstart-diffusion-{config.name}",
                     eval_data_dir=data_dir)
     quality = {}
     for name, result in (("mix", mix), (target, bass)):
         quality[name] = _reconstruction(result.bundle_dir, data_dir)
-    stage("6/7 scoring the musical fit of generated bass lines on held-out songs")
+    stage("6/6 generating bass lines for held-out songs and scoring their musical fit")
     fit = _musical_fit(ldm.bundle_dir, data_dir, home / "evaluation", seed)
-    stage("7/7 generating a bass line for a held-out mix")
-    mix_audio, true_bass, key = _held_out_mix(data_dir, target)
-    generator = BassGenerator.from_bundle(ldm.bundle_dir)
-    settings = GenerationSettings(steps=config.sampler.steps, cfg_weight=config.sampler.cfg_weight,
-                                  rescale_phi=config.sampler.rescale_phi, seed=seed)
-    bass_audio = generator.generate([mix_audio], [settings])[0]
-    out_dir = home / "quickstart"
-    rate = config.audio.sample_rate
-    paths = {
-        "mix": write_audio(out_dir / "mix.wav", mix_audio, rate),
-        "generated_bass": write_audio(out_dir / "generated_bass.wav", bass_audio, rate),
-        "mix_with_generated_bass": write_audio(out_dir / "mix_with_generated_bass.wav",
-                                               mix_audio + bass_audio, rate),
-        "original_bass": write_audio(out_dir / "original_bass.wav", true_bass, rate),
-    }
+    key, paths = _listening_example(fit, home / "evaluation", home / "quickstart")
     stage("done")
     _copy_ray_logs(home)
     summary = {"tables": _tables(fit, _conditioning(ldm.bundle_dir, latent_dir))}
     summary.update({name: str(p) for name, p in paths.items()})
     for name, report in quality.items():
         summary[f"{name}_autoencoder_reconstruction"] = report
-    summary.update({"musical_fit_report": str(home / "evaluation" / "report.md"), "held_out_segment": key, "shards": str(data_dir), "latents": str(latent_dir),
+    summary.update({"musical_fit_report": str(home / "evaluation" / "report.md"), "held_out_segment": key,
+                    "shards": str(data_dir), "latents": str(latent_dir),
                     "mix_autoencoder_bundle": str(mix.bundle_dir),
                     f"{target}_autoencoder_bundle": str(bass.bundle_dir),
                     "diffusion_bundle": str(ldm.bundle_dir),

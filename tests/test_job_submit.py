@@ -70,7 +70,7 @@ def test_train_autoencoder_through_ray_job_submit(head_node, tmp_path):
                  shard_target_mb=0.2, val_fraction=0.2, test_fraction=0.0, split_seed=0)
     root = tmp_path / "home"
     cmd = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", address,
-           "--working-dir", str(REPO), "--", "python", "jobs/train_autoencoder.py", "--stem", "bass",
+           "--working-dir", str(REPO), "--", sys.executable, "jobs/train_autoencoder.py", "--stem", "bass",
            "--data", str(shards), "--root", str(root), "--run-name", "submitted",
            "--set", "autoencoder_training.max_steps=2", "--set", "autoencoder_training.batch_size=2",
            "--set", "autoencoder_training.checkpoint_every=2"]

@@ -23,12 +23,12 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
              seed: int = 0, actors: int = 2) -> dict[str, Any]:
     """Score up to ``songs`` held-out songs (see the module doc) on the current or a local Ray
     cluster; write ``report.json`` and ``report.md`` under ``out_dir`` and return the report."""
-    from bassray.train.bundle import read_bundle_metadata
+    from bassray.config import load_config_json
+    from bassray.train.bundle import CONFIG_FILE, read_bundle_metadata
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    meta = read_bundle_metadata(bundle_dir)
-    target = json.loads((Path(bundle_dir) / "config.json").read_text())["data"]["target_stem"] \
-        if (Path(bundle_dir) / "config.json").exists() else "bass"
+    meta = read_bundle_metadata(bundle_dir)  # checks the bundle is complete first
+    target = load_config_json(Path(bundle_dir) / CONFIG_FILE).data.target_stem
     items = held_out_songs(data_dir, splits, target, songs)
     log.info("evaluate: scoring %d held-out songs from %s with %s", len(items), data_dir, bundle_dir)
     ensure_ray()

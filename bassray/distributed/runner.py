@@ -18,21 +18,13 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from bassray.config import Config, config_from_dict
+from bassray.home import bassray_home  # noqa: F401  (re-exported: the stages import it from here)
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 # DeepSpeed writes a file named "latest" beside the tag folder, so the tag cannot be "latest".
 CHECKPOINT_TAG = "weights"
-
-
-def bassray_home(root: str | Path | None = None) -> Path:
-    """Where runs, bundles and the local MLflow store live: ``--root``, ``$BASSRAY_HOME`` or
-    ``~/bassray``. Absolute, because ``ray job submit`` runs the driver in a temporary folder."""
-    path = Path(root or os.environ.get("BASSRAY_HOME") or Path.home() / "bassray").expanduser()
-    path = path.resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -46,8 +38,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             ray.data.DataContext.get_current().enable_progress_bars = False
         ray.init(address=address, num_cpus=None if address else num_cpus,
                  include_dashboard=False if not address else None,
-                 log_to_driver=not quiet, ignore_reinit_error=True,
-                 runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}} if quiet else None)
+                 log_to_driver=not quiet, ignore_reinit_error=True)
 
 
 def ray_session_logs() -> Path | None:

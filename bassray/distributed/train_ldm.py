@@ -38,13 +38,10 @@ def autoencoder_versions(mix_bundle: str | Path, target_bundle: str | Path) -> d
     return out
 
 
-def _log_generated_example(tracker: RunTracker, ema_model: torch.nn.Module, loop_config: dict,
-                           config: Config, mix: torch.Tensor, step: int) -> None:
+def _log_generated_example(tracker: RunTracker, generator, config: Config, mix: torch.Tensor,
+                           step: int) -> None:
     """Generate a bass line for one held-out mix crop with the EMA weights; log audio + spectrogram."""
     from bassray.audio import log_magnitude
-    from bassray.inference import BassGenerator
-    generator = BassGenerator.from_parts(ema_model, loop_config["mix_bundle"], loop_config["target_bundle"],
-                                         loop_config["latent_dir"], config)
     latent = generator.sample_latents(mix[:1], steps=config.sampler.steps, cfg_weight=[1.0],
                                       rescale_phi=[0.0], seeds=[step])
     audio = generator.decode_target(latent)[0]  # [C, T]
@@ -67,35 +64,35 @@ def pitch_channel_weight(config: Config) -> torch.Tensor:
     return weight
 
 
-def _musical_fit_songs(loop_config: dict[str, Any], config: Config) -> list[dict[str, Any]]:
-    """A few validation songs with chords (audio shards given as eval_data_dir), or none."""
+def _chord_tone(audio: list, songs: list[dict[str, Any]]) -> float:
+    """Mean chord-tone agreement of one bass line per song against that song's chords."""
+    from bassray.eval.musical_fit import bass_fit
+    fits = [bass_fit(a, s["sample_rate"], json.loads(s["truth"]))["chord_tone"] for a, s in zip(audio, songs)]
+    return float(sum(fits) / len(fits))
+
+
+def _musical_fit_songs(loop_config: dict[str, Any], config: Config) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """A few validation songs with chords (audio shards given as eval_data_dir), or none, and their
+    ceiling (true bass) and floor (another song's bass), scored once for the whole run."""
     from bassray.eval.evaluate import held_out_songs
     if not loop_config.get("eval_data_dir"):
-        return []
+        return [], {}
     try:
-        return held_out_songs(loop_config["eval_data_dir"], ["val"], config.data.target_stem, limit=4)
+        songs = held_out_songs(loop_config["eval_data_dir"], ["val"], config.data.target_stem, limit=4)
     except FileNotFoundError as exc:
         log.warning("no validation songs with chords (%s): generated chord-tone agreement is skipped", exc)
-        return []
+        return [], {}
+    return songs, {"val/chord_tone_true": _chord_tone([s["target"] for s in songs], songs),
+                   "val/chord_tone_other_song": _chord_tone([s["other_target"] for s in songs], songs)}
 
 
-def _generated_fit(ema_model: torch.nn.Module, loop_config: dict, config: Config,
-                   songs: list[dict[str, Any]], step: int) -> dict[str, float]:
-    """Chord-tone agreement of bass lines generated for held-out songs, beside the true bass
-    (ceiling) and another song's bass (floor): what a listener hears, unlike the v-loss."""
-    from bassray.eval.musical_fit import bass_fit
-    from bassray.inference import BassGenerator, GenerationSettings
-    generator = BassGenerator.from_parts(ema_model, loop_config["mix_bundle"], loop_config["target_bundle"],
-                                         loop_config["latent_dir"], config)
+def _generated_fit(generator, config: Config, songs: list[dict[str, Any]], step: int) -> float:
+    """Chord-tone agreement of bass lines generated for held-out songs: what a listener hears,
+    unlike the v-loss."""
+    from bassray.inference import GenerationSettings
     settings = [GenerationSettings(steps=config.sampler.steps, cfg_weight=config.sampler.cfg_weight,
                                    rescale_phi=config.sampler.rescale_phi, seed=step + i) for i in range(len(songs))]
-    made = generator.generate([s["mix"] for s in songs], settings)
-    out = {}
-    for name, audio in (("generated", made), ("true", [s["target"] for s in songs]),
-                        ("other_song", [s["other_target"] for s in songs])):
-        fits = [bass_fit(a, s["sample_rate"], json.loads(s["truth"])) for a, s in zip(audio, songs)]
-        out[f"val/chord_tone_{name}"] = float(sum(f["chord_tone"] for f in fits) / len(fits))
-    return out
+    return _chord_tone(generator.generate([s["mix"] for s in songs], settings), songs)
 
 
 def ldm_train_loop(loop_config: dict[str, Any]) -> None:
@@ -128,9 +125,9 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
             ema.load_state_dict(torch.load(Path(directory) / EMA_FILE, map_location=device))
     start_step = int(state["step"]) if state else 0
 
-    tracker, val, fit_songs = None, None, []
+    tracker, val, fit_songs, fit_bounds = None, None, [], {}
     if rank == 0:
-        fit_songs = _musical_fit_songs(loop_config, config)
+        fit_songs, fit_bounds = _musical_fit_songs(loop_config, config)
         tracker = RunTracker(loop_config["tracking_uri"], loop_config["experiment"], loop_config["run_name"],
                              loop_config["artifact_root"], tags={"stage": "diffusion", "config": config.name})
         tracker.log_params({**config.flat(), "num_workers": world,
@@ -176,12 +173,15 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
             tracker.log_metrics(val_metrics, step=done)
             metrics.update(val_metrics)
             try:
+                from bassray.inference import BassGenerator
+                generator = BassGenerator.from_parts(ema_model, loop_config["mix_bundle"],
+                                                     loop_config["target_bundle"], loop_config["latent_dir"], config)
                 if fit_songs:
-                    fit = _generated_fit(ema_model, loop_config, config, fit_songs, done)
+                    fit = {"val/chord_tone_generated": _generated_fit(generator, config, fit_songs, done),
+                           **fit_bounds}
                     tracker.log_metrics(fit, step=done)
                     metrics.update(fit)
-                _log_generated_example(tracker, ema_model, loop_config, config,
-                                       val[0], done)
+                _log_generated_example(tracker, generator, config, val[0], done)
             except Exception as exc:  # evaluation is a nicety; never lose the run for it
                 log.warning("could not score or log generated examples: %s", exc)
         if done % train_cfg.checkpoint_every == 0 or done == train_cfg.max_steps:

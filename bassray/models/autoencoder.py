@@ -6,13 +6,13 @@ and phase for every channel -> iSTFT -> wav. One latent frame = hop * 16 = 4096 
 
 Phase (``AutoencoderConfig.phase``): ``"direct"`` decodes a unit 2-vector per bin and frame (the
 paper's decoder); ``"harmonic"`` builds every bin's phase from an f0 track that the latent carries
-in its last 3 x ``pitch_parts`` channels: the input's YIN f0 in each of ``pitch_parts`` equal
-parts of a latent frame, coded as pitch class on a circle plus height (:func:`pitch_code`, zeros
-where unpitched); a learnt comb at that f0
-sharpens the decoded log-power. ``chroma`` (the mix autoencoder) puts the input's 12-class chroma
-of every latent frame in the last 12 channels: the chords, in a form the diffusion model can read. The other channels
-are learnt as before and the decoder's magnitude sees all of them. bassray/models/harmonic_phase.py
-says why: a learnt phase, and a learnt f0, lost the bass line's pitch at CPU training lengths.
+in its last 3 x ``pitch_parts`` channels: the input's YIN f0 in each of ``pitch_parts`` equal parts
+of a latent frame, coded as pitch class on a circle plus height (``pitch_code``, zeros where
+unpitched); a learnt comb at that f0 sharpens the decoded log-power. ``chroma`` (the mix
+autoencoder) puts the input's 12-class chroma of every latent frame in the last 12 channels: the
+chords, in a form the diffusion model can read. The other channels are learnt as before, and the
+decoder's magnitude sees all of them. bassray/models/harmonic_phase.py says why: a learnt phase,
+and a learnt f0, lost the bass line's pitch at CPU training lengths.
 """
 from __future__ import annotations
 
@@ -210,11 +210,10 @@ class Autoencoder(LatentAutoencoder):
         frame: that of its loudest pitched STFT frame (a mean would land between two notes where a
         part spans a note change), zeros where none is pitched. Channels: S cos, S sin, S height."""
         semitones, weight = pitch_targets(wav, spec, self.sample_rate, self.cfg.hop_length)  # [B, N]
-        B, N = semitones.shape
-        S = self.pitch_parts
-        per_part = N * self.cfg.hop_length // self.hop_samples * S                     # L * S parts
-        w = weight.reshape(B, per_part, -1)
-        value = semitones.reshape(B, per_part, -1).gather(-1, w.argmax(-1, keepdim=True))[..., 0]
+        B, S = semitones.shape[0], self.pitch_parts
+        frames_per_part = self.hop_samples // self.cfg.hop_length // S
+        w = weight.reshape(B, -1, frames_per_part)                                     # [B, L*S, n]
+        value = semitones.reshape(B, -1, frames_per_part).gather(-1, w.argmax(-1, keepdim=True))[..., 0]
         code = pitch_code(value, w.sum(-1) > 0)                                        # [B, 3, L*S]
         return code.reshape(B, 3, -1, S).transpose(2, 3).reshape(B, 3 * S, -1)         # [B, 3S, L]
 
