@@ -73,7 +73,8 @@ def test_direct_phase_autoencoder_loses_pitch_in_the_same_training(held_out):
 
 def test_pitch_parts_carry_the_input_f0(held_out):
     """The latent's last channels hold the input's f0 per quarter of a latent frame, and decode to
-    it: a 110 Hz tone (A2) is pitch class A on the circle, height 12 log2(110 / 30) / 45."""
+    it: a 110 Hz tone (A2) is pitch class A, three fifths from C on the circle of fifths, and height
+    12 log2(110 / 30) / 45."""
     cfg = AutoencoderConfig(latent_dim=16, channels=[16] * 5, blocks_per_stage=1, phase="harmonic", pitch_parts=4)
     model = Autoencoder(cfg, AudioConfig(sample_rate=RATE, channels=1)).eval()
     t = np.arange(RATE * 2) / RATE
@@ -81,7 +82,7 @@ def test_pitch_parts_carry_the_input_f0(held_out):
     with torch.no_grad():
         z = model.encode(torch.from_numpy(tone))
     code = z[0, -12:, 1:-1].reshape(3, 4, -1)  # inner frames (the edges see padding)
-    a_angle = 2 * np.pi * 9 / 12
+    a_angle = 2 * np.pi * 3 / 12
     assert torch.allclose(code[0], torch.full_like(code[0], np.cos(a_angle)), atol=0.02)
     assert torch.allclose(code[1], torch.full_like(code[1], np.sin(a_angle)), atol=0.02)
     assert torch.allclose(code[2] * 45, torch.full_like(code[2], 12 * np.log2(110 / 30)), atol=0.1)
@@ -98,3 +99,17 @@ def test_pitch_code_round_trips_and_ignores_octaves():
     octave_up = pitch_code(semitones[:2] + 12, torch.ones(2, dtype=torch.bool))
     same = pitch_code(semitones[:2], torch.ones(2, dtype=torch.bool))
     assert torch.allclose(octave_up[:2], same[:2], atol=1e-5)  # same point on the pitch-class circle
+
+
+def test_pitch_code_puts_a_fifth_next_to_its_root():
+    """On the circle of fifths C and G are 30 degrees apart and C and F# opposite; a code between
+    root and fifth (what an unsure model outputs) decodes to one of them, not to a third note."""
+    c2, g2, fs2 = (torch.tensor([s]) for s in (12 * np.log2(65.41 / 30), 12 * np.log2(98.0 / 30),
+                                              12 * np.log2(92.5 / 30)))
+    on = torch.ones(1, dtype=torch.bool)
+    code_c, code_g, code_fs = pitch_code(c2, on), pitch_code(g2, on), pitch_code(fs2, on)
+    cosine = lambda a, b: float((a[:2, 0] * b[:2, 0]).sum())  # noqa: E731
+    assert abs(cosine(code_c, code_g) - np.cos(np.pi / 6)) < 1e-4
+    assert abs(cosine(code_c, code_fs) + 1) < 1e-4
+    between = 0.55 * code_c + 0.45 * code_g
+    assert torch.allclose(pitch_from_code(between), c2, atol=0.5)

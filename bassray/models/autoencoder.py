@@ -7,7 +7,7 @@ and phase for every channel -> iSTFT -> wav. One latent frame = hop * 16 = 4096 
 Phase (``AutoencoderConfig.phase``): ``"direct"`` decodes a unit 2-vector per bin and frame (the
 paper's decoder); ``"harmonic"`` builds every bin's phase from an f0 track that the latent carries
 in its last 3 x ``pitch_parts`` channels: the input's YIN f0 in each of ``pitch_parts`` equal parts
-of a latent frame, coded as pitch class on a circle plus height (``pitch_code``, zeros where
+of a latent frame, coded as pitch class on the circle of fifths plus height (``pitch_code``, zeros where
 unpitched); a learnt comb at that f0 sharpens the decoded log-power. ``chroma`` (the mix
 autoencoder) puts the input's 12-class chroma of every latent frame in the last 12 channels: the
 chords, in a form the diffusion model can read. The other channels are learnt as before, and the
