@@ -60,11 +60,8 @@ class AutoencoderConfig:
     # autoencoder needs "harmonic" to keep pitch (bassray/models/harmonic_phase.py).
     phase: str = "direct"
     # "harmonic": the latent carries the f0 of this many parts of each latent frame (S | 16), in 3 x S
-    # channels (pitch class on the circle of fifths and height).
+    # channels (pitch class on a circle and height).
     pitch_parts: int = 4
-    # "harmonic": S more channels carry each part's loudness (log energy), and the decoder gives every
-    # part exactly that energy, so the level is a number in the latent, not a guess of the decoder.
-    loudness: bool = False
     # "harmonic": decode the carried f0 to the nearest equal-tempered semitone (A = 440 Hz), so a
     # generated latent between two notes plays one of them; off for music not tuned to A440.
     pitch_snap: bool = True
@@ -165,7 +162,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     mix_autoencoder: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(latent_dim=64, chroma=True))
     bass_autoencoder: AutoencoderConfig = field(
-        default_factory=lambda: AutoencoderConfig(latent_dim=32, phase="harmonic", loudness=True))
+        default_factory=lambda: AutoencoderConfig(latent_dim=32, phase="harmonic"))
     critic: CriticConfig = field(default_factory=CriticConfig)
     autoencoder_training: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)

@@ -85,11 +85,6 @@ class LatentAutoencoder(nn.Module, abc.ABC):
         """``[B, D, L] -> [B, C, length]`` (default ``L * hop_samples``)."""
 
 
-# Loudness channels: log(part energy + 1e-6) / 10: -1.4 in silence, about 1 for a loud bass.
-LOUDNESS_FLOOR = 1e-6
-LOUDNESS_SCALE = 10.0
-
-
 class Autoencoder(LatentAutoencoder):
     def __init__(self, ae_cfg: AutoencoderConfig, audio: AudioConfig):
         super().__init__()
@@ -117,13 +112,11 @@ class Autoencoder(LatentAutoencoder):
 
         # Encoder: frequency bins x audio channels are the conv channels; convolve over time.
         self.pitch_parts = ae_cfg.pitch_parts if ae_cfg.phase == "harmonic" else 0
-        self.loudness_channels = self.pitch_parts if ae_cfg.loudness else 0
-        # Loudness channels sit just before the pitch code, so the pitch code stays the last 3 x S.
-        self.pitch_channels = 3 * self.pitch_parts + self.loudness_channels
+        self.pitch_channels = 3 * self.pitch_parts
         self.chroma_channels = 12 if ae_cfg.chroma else 0
         if self.pitch_channels + self.chroma_channels >= ae_cfg.latent_dim:
             raise ValueError(f"latent_dim {ae_cfg.latent_dim} leaves no learnt channel beside "
-                             f"{self.pitch_channels} pitch/loudness and {self.chroma_channels} chroma channels")
+                             f"{self.pitch_channels} pitch and {self.chroma_channels} chroma channels")
         enc: list[nn.Module] = [nn.Conv1d(spec_channels, widths[0], kernel, padding=kernel // 2)]
         for i, factor in enumerate(factors):
             enc += [residual_stack(widths[i], blocks, kernel), Downsample1d(widths[i], widths[i + 1], factor)]
@@ -208,23 +201,9 @@ class Autoencoder(LatentAutoencoder):
         if self.chroma_channels:
             chroma = frame_chroma(spec, self.sample_rate, self.hop_samples // self.cfg.hop_length)
             z = torch.cat([z, chroma.to(z.dtype)], dim=1)
-        if self.loudness_channels:
-            z = torch.cat([z, self._loudness_latent(spec).to(z.dtype)], dim=1)
         if self.pitch_parts:
             z = torch.cat([z, self._pitch_latent(padded, spec).to(z.dtype)], dim=1)
         return z, log_mag
-
-    def _loudness_latent(self, spec: torch.Tensor) -> torch.Tensor:
-        """``[B, S, L]``: each part's loudness, log(mean frame energy + 1e-6) / 10."""
-        return torch.log(self._part_energy(spec.abs().square()) + LOUDNESS_FLOOR) / LOUDNESS_SCALE
-
-    def _part_energy(self, power: torch.Tensor) -> torch.Tensor:
-        """Power ``[B, C, F, N]`` -> each part's mean frame energy (summed over bins, averaged over
-        channels and the part's frames): ``[B, S, L]``, channel s holding part s of every frame."""
-        B, S = power.shape[0], self.pitch_parts
-        per_frame = power.sum(dim=-2).mean(dim=1)                                      # [B, N]
-        per_part = per_frame.reshape(B, -1, self.hop_samples // self.cfg.hop_length // S).mean(-1)
-        return per_part.reshape(B, -1, S).transpose(1, 2)                              # [B, S, L]
 
     def _pitch_latent(self, wav: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
         """``[B, 3S, L]``: the code (:func:`pitch_code`) of the f0 of each of the S parts of every latent
@@ -245,8 +224,6 @@ class Autoencoder(LatentAutoencoder):
         out = self.decoder(z.to(self._dtype())).float()
         B, spec_channels = z.shape[0], self.channels * self.n_bins
         log_mag = out[:, :spec_channels].reshape(B, self.channels, self.n_bins, -1) * LOG_MAG_SCALE + LOG_MAG_SHIFT
-        if self.loudness_channels:
-            log_mag = log_mag + self._loudness_gain(z, log_mag)
         if self.pitch_parts:
             S = self.pitch_parts
             code = z[:, -3 * S:].float().reshape(B, 3, S, -1).transpose(2, 3).reshape(B, 3, -1)
@@ -265,18 +242,6 @@ class Autoencoder(LatentAutoencoder):
         # a 2*pi wrap-around discontinuity, the 2-vector is continuous, and normalising it leaves the
         # magnitude entirely to the log-power channel that L_rec supervises.
         return log_mag, xy * torch.rsqrt(xy.square().sum(dim=2, keepdim=True) + 1e-8)
-
-    def _loudness_gain(self, z: torch.Tensor, log_mag: torch.Tensor) -> torch.Tensor:
-        """Log-power gain ``[B, 1, 1, N]`` that gives each part of the decoded spectrum the energy its
-        loudness channel carries. Detached: the decoder learns the spectrum's shape; the level is
-        the latent's."""
-        S = self.pitch_parts
-        loudness = z[:, -4 * S:-3 * S].float()                                          # [B, S, L]
-        wanted = torch.exp((loudness * LOUDNESS_SCALE).clamp(max=MAX_LOG_POWER))
-        got = self._part_energy(torch.exp(log_mag.clamp(max=MAX_LOG_POWER))) + LOUDNESS_FLOOR
-        gain = torch.log(wanted / got).transpose(1, 2).reshape(z.shape[0], -1)         # [B, L*S]
-        gain = gain.repeat_interleave(log_mag.shape[-1] // gain.shape[-1], dim=-1)
-        return gain[:, None, None, :].detach()
 
     def log_power_to_magnitude(self, log_mag: torch.Tensor) -> torch.Tensor:
         """|S| from log(|S|^2 + eps): exp(x / 2). The eps floor (sqrt(1e-5) per bin) is inaudible and
