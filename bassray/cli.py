@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1, help="variations (seed, seed+1, ...)")
     p.add_argument("--with-mix", type=Path, default=None, help="also write mix + generated bass here")
+    p.add_argument("--model-level", action="store_true",
+                   help="keep the model's own output level instead of the training collection's "
+                        "median bass-to-mix level")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--bf16", action="store_true", help="run the U-Net in bfloat16")
     p.set_defaults(func=cmd_generate)

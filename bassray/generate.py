@@ -30,7 +30,8 @@ def variation_path(path: Path, index: int, count: int) -> Path:
 
 def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, steps: int,
                    cfg_weight: float, rescale_phi: float, seed: int, num_samples: int = 1,
-                   style_path: Path | None = None, with_mix: Path | None = None) -> list[Path]:
+                   style_path: Path | None = None, with_mix: Path | None = None,
+                   match_level: bool = True) -> list[Path]:
     mix, in_rate = read_audio(mix_path)
     rate, channels = generator.sample_rate, generator.channels
     style = None
@@ -39,7 +40,8 @@ def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, st
         style = conform(style_audio, style_rate, rate, channels)
     model_mix = conform(mix, in_rate, rate, channels)
     settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi,
-                                   seed=seed + i, style_audio=style) for i in range(num_samples)]
+                                   seed=seed + i, style_audio=style, match_level=match_level)
+                for i in range(num_samples)]
     with tqdm(total=steps, desc="DDIM", unit="step") as bar:
         basses = generator.generate([model_mix] * num_samples, settings,
                                     progress=lambda step, total: bar.update(1))
@@ -63,7 +65,8 @@ def generate_command(args) -> int:
         generator, args.mix, args.output, steps=args.steps or sampler.steps,
         cfg_weight=sampler.cfg_weight if args.cfg is None else args.cfg,
         rescale_phi=sampler.rescale_phi if args.rescale is None else args.rescale,
-        seed=args.seed, num_samples=args.num_samples, style_path=args.style, with_mix=args.with_mix)
+        seed=args.seed, num_samples=args.num_samples, style_path=args.style, with_mix=args.with_mix,
+        match_level=not args.model_level)
     for path in paths:
         print(path)
     return 0

@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from bassray.audio import rms_db
 from bassray.bench.untrained_bundle import write_untrained_bundle
 from bassray.cli import main
 from bassray.config import load_config
@@ -52,6 +53,23 @@ def test_generate_keeps_length_for_odd_lengths_and_mixed_settings(bundle):
     # Each request alone gives what it gave inside the batch.
     alone = generator.generate([mixes[1]], [settings[1]])[0]
     np.testing.assert_allclose(alone, outs[1], atol=1e-4)
+
+
+def test_generated_bass_sits_at_the_training_bass_to_mix_level(bundle):
+    """match_level scales each request's bass to its mix's level plus the training median offset;
+    without the statistic, or with match_level off, the model's own level stays."""
+    generator = BassGenerator.from_bundle(bundle)
+    rate = generator.sample_rate
+    quiet, loud = (np.random.default_rng(3).normal(0, s, (2, 2 * rate)).astype(np.float32) for s in (0.01, 0.3))
+    raw = generator.generate([loud], [GenerationSettings(steps=2, seed=4, match_level=False)])[0]
+    assert generator.stats.target_minus_mix_db is None
+    np.testing.assert_array_equal(generator.generate([loud], [GenerationSettings(steps=2, seed=4)])[0], raw)
+    generator.stats.target_minus_mix_db = -6.0
+    for mix in (quiet, loud):
+        out = generator.generate([mix], [GenerationSettings(steps=2, seed=4)])[0]
+        assert abs(rms_db(out) - (rms_db(mix) - 6.0)) < 0.05
+    again = generator.generate([loud], [GenerationSettings(steps=2, seed=4, match_level=False)])[0]
+    np.testing.assert_array_equal(again, raw)
 
 
 def test_bundle_with_foreign_autoencoder_is_refused(bundle, tmp_path):

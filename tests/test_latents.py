@@ -36,6 +36,15 @@ def test_normalised_latents_have_unit_statistics(tmp_path):
     assert abs(targets.mean()) < 1e-6 and abs(targets.std() - 1) < 1e-3
 
 
+def test_stats_keep_the_level_offset_and_read_older_files(tmp_path):
+    stats = LatentStats([0.0], [1.0], [0.0], [1.0], target_minus_mix_db=-4.5)
+    stats.save(tmp_path)
+    assert LatentStats.load(tmp_path).target_minus_mix_db == -4.5
+    (tmp_path / "latent_stats.json").write_text(
+        '{"mix_mean": [0], "mix_std": [1], "target_mean": [0], "target_std": [1]}')
+    assert LatentStats.load(tmp_path).target_minus_mix_db is None
+
+
 def test_missing_stats_say_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="encode_latents"):
         LatentStats.load(tmp_path)

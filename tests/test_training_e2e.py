@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bassray.config import load_config
+from bassray.data.latents import LatentStats
 from bassray.data.sine_stems import sine_segments
 from bassray.data.shards import write_shards
 
@@ -64,6 +65,9 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     latents = tmp_path / "latents"
     summary = encode_latents(load_config("tiny"), shards, latents, resumed.bundle_dir, bass.bundle_dir)
     assert summary["tracks"]["train"] > 0
+    # The level at which generation places the bass: the training median of bass minus mix.
+    offset = LatentStats.load(latents).target_minus_mix_db
+    assert offset is not None and -60 < offset < 20
     config = load_config("tiny", STEPS + ["diffusion_training.max_steps=2", "diffusion_training.crop_frames=4"])
     ldm = train_ldm(config, latents, resumed.bundle_dir, bass.bundle_dir, num_workers=1,
                     root=bassray_home, run_name="ldm")

@@ -1,7 +1,8 @@
 """Latent shards (DESIGN.md §3): per track, up to K mix latents ``[K, Dx, L]`` (each the encoding of
 a random non-empty subset of the non-target stems) and the target-stem latent ``[Dy, L]``, fp16,
 as WebDataset members ``<key>.mix_latents.npy``, ``<key>.target_latent.npy``, ``<key>.json``.
-Beside them ``latent_stats.json`` holds per-channel mean and std over the training split."""
+Beside them ``latent_stats.json`` holds per-channel mean and std over the training split, and the
+median target-minus-mix level."""
 from __future__ import annotations
 
 import io
@@ -34,6 +35,9 @@ class LatentStats:
     mix_std: list[float]
     target_mean: list[float]
     target_std: list[float]
+    # Median level of the target stem minus its full mix over the training split (dB): the level
+    # at which generation places the bass (GenerationSettings.match_level). None in older stats.
+    target_minus_mix_db: float | None = None
 
     def normalize_mix(self, x: np.ndarray) -> np.ndarray:   # [..., Dx, L]
         return (x - np.asarray(self.mix_mean, np.float32)[:, None]) / np.asarray(self.mix_std, np.float32)[:, None]

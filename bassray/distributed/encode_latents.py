@@ -14,6 +14,7 @@ import ray
 import torch
 from ray.data import ActorPoolStrategy, SaveMode
 
+from bassray.audio import rms_db
 from bassray.config import Config
 from bassray.data.latents import compute_stats, npy_bytes, npy_load
 from bassray.data.shards import SPLITS, iter_shard_members, list_shards
@@ -66,7 +67,8 @@ class LatentEncoder:
         rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
         subsets = random_subsets(others, self.config.data.latent_mixes_per_track, rng)
         mixes = np.stack([sum(stems[n] for n in subset) for subset in subsets])  # [K, C, T]
-        meta = {**meta, "subsets": subsets, "latent_frame_rate": self.mix_ae.frame_rate}
+        meta = {**meta, "subsets": subsets, "latent_frame_rate": self.mix_ae.frame_rate,
+                "target_minus_mix_db": rms_db(stems[target_stem]) - rms_db(mixes[0])}
         return [{"__key__": key, "json": json.dumps(meta).encode(),
                  "mix_latents.npy": npy_bytes(self._encode(self.mix_ae, mixes)),
                  "target_latent.npy": npy_bytes(self._encode(self.target_ae, stems[target_stem][None])[0])}]
@@ -106,5 +108,9 @@ def encode_latents(config: Config, data_dir: str | Path, out_dir: str | Path, mi
     stats = compute_stats(
         (npy_load(cols["mix_latents.npy"]).astype(np.float32), npy_load(cols["target_latent.npy"]).astype(np.float32))
         for p in sorted((out_dir / "train").glob("*.tar")) for _, cols in iter_shard_members(p))
+    levels = [json.loads(cols["json"]).get("target_minus_mix_db")
+              for p in sorted((out_dir / "train").glob("*.tar")) for _, cols in iter_shard_members(p)]
+    levels = [v for v in levels if v is not None and np.isfinite(v) and v > -100]
+    stats.target_minus_mix_db = float(np.median(levels)) if levels else None
     stats.save(out_dir)
     return {"tracks": counts, "stats": str(out_dir / "latent_stats.json")}
