@@ -36,11 +36,15 @@ def head_node():
     # Short: Ray's Unix sockets live under the temp dir and socket paths are limited to ~107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="bassray-ray-", dir="/tmp")
     gcs, dashboard = free_port(), free_port()
+    # Every agent port our own too: with Ray's defaults (52365 ...) a second Ray on the machine, such
+    # as a running quickstart, keeps this head's job agent from starting ("No available agent").
+    agent_ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                   f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
     ray_bin = Path(sys.executable).with_name("ray")
     proc = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-         f"--temp-dir={temp_dir}"],
+         f"--temp-dir={temp_dir}", *agent_ports],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
@@ -74,7 +78,7 @@ def test_train_autoencoder_through_ray_job_submit(head_node, tmp_path):
            "--data", str(shards), "--root", str(root), "--run-name", "submitted",
            "--set", "autoencoder_training.max_steps=2", "--set", "autoencoder_training.batch_size=2",
            "--set", "autoencoder_training.checkpoint_every=2"]
-    for _ in range(24):  # the dashboard answers before its job agent is ready on a busy machine
+    for _ in range(60):  # the dashboard answers before its job agent is ready on a busy machine
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent" not in done.stderr + done.stdout:
             break
