@@ -18,6 +18,7 @@ from bassray.audio import rms_db
 from bassray.config import Config
 from bassray.data.latents import compute_stats, npy_bytes, npy_load
 from bassray.data.shards import SPLITS, iter_shard_members, list_shards
+from bassray.inference import SILENT_DB
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ class LatentEncoder:
         rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
         subsets = random_subsets(others, self.config.data.latent_mixes_per_track, rng)
         mixes = np.stack([sum(stems[n] for n in subset) for subset in subsets])  # [K, C, T]
+        target_db, mix_db = rms_db(stems[target_stem]), rms_db(mixes[0])
+        silent = min(target_db, mix_db) < SILENT_DB  # a silent stem says nothing about the balance
         meta = {**meta, "subsets": subsets, "latent_frame_rate": self.mix_ae.frame_rate,
-                "target_minus_mix_db": rms_db(stems[target_stem]) - rms_db(mixes[0])}
+                "target_minus_mix_db": None if silent else target_db - mix_db}
         return [{"__key__": key, "json": json.dumps(meta).encode(),
                  "mix_latents.npy": npy_bytes(self._encode(self.mix_ae, mixes)),
                  "target_latent.npy": npy_bytes(self._encode(self.target_ae, stems[target_stem][None])[0])}]
@@ -105,12 +108,18 @@ def encode_latents(config: Config, data_dir: str | Path, out_dir: str | Path, mi
     if not counts.get("train"):
         raise ValueError(f"no training latents were written from {data_dir}: are there train shards "
                          f"with a {config.data.target_stem} stem?")
-    stats = compute_stats(
-        (npy_load(cols["mix_latents.npy"]).astype(np.float32), npy_load(cols["target_latent.npy"]).astype(np.float32))
-        for p in sorted((out_dir / "train").glob("*.tar")) for _, cols in iter_shard_members(p))
-    levels = [json.loads(cols["json"]).get("target_minus_mix_db")
-              for p in sorted((out_dir / "train").glob("*.tar")) for _, cols in iter_shard_members(p)]
-    levels = [v for v in levels if v is not None and np.isfinite(v) and v > -100]
+    levels: list[float] = []
+
+    def train_rows():  # one pass over the train shards: latents for the stats, levels on the side
+        for p in sorted((out_dir / "train").glob("*.tar")):
+            for _, cols in iter_shard_members(p):
+                level = json.loads(cols["json"]).get("target_minus_mix_db")
+                if level is not None:
+                    levels.append(level)
+                yield (npy_load(cols["mix_latents.npy"]).astype(np.float32),
+                       npy_load(cols["target_latent.npy"]).astype(np.float32))
+
+    stats = compute_stats(train_rows())
     stats.target_minus_mix_db = float(np.median(levels)) if levels else None
     stats.save(out_dir)
     return {"tracks": counts, "stats": str(out_dir / "latent_stats.json")}
