@@ -145,6 +145,9 @@ class SamplerConfig:
     rescale_phi: float = 0.0
 
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
 @dataclass
 class DistributedConfig:
     num_workers: int = 1
@@ -153,6 +156,19 @@ class DistributedConfig:
     zero_stage: int = 1
     # "auto" = bf16 on GPU, fp32 on CPU; or "fp32" / "bf16".
     precision: str = "auto"
+    # Ray Train's placement of the workers: PACK (Ray's default: as few nodes as fit) or SPREAD
+    # (one per node where possible), or their STRICT_ forms.
+    placement_strategy: str = "PACK"
+    # CPUs each Ray Data read/crop task reserves. Below 1 where nodes are small: on 1-CPU nodes
+    # whose training workers hold 0.5 CPU, a 1-CPU read task would never be scheduled.
+    data_cpus_per_task: float = 1.0
+
+    def __post_init__(self):
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
+            raise ValueError(f"distributed.placement_strategy must be one of {PLACEMENT_STRATEGIES}, "
+                             f"got {self.placement_strategy!r}")
+        if not 0 < self.data_cpus_per_task <= 64:
+            raise ValueError(f"distributed.data_cpus_per_task must be in (0, 64], got {self.data_cpus_per_task}")
 
 
 @dataclass

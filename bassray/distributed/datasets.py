@@ -116,6 +116,7 @@ class SegmentCropper:
         self.silence_db = config.data.silence_db
         self.sample_rate = config.audio.sample_rate
         self.channels = config.audio.channels
+        self.data_cpus = config.distributed.data_cpus_per_task
 
     def _check_format(self, key: str, stems: dict[str, np.ndarray], rate: int | None) -> None:
         channels = {a.shape[0] for a in stems.values()}
@@ -171,8 +172,9 @@ def _crop_dataset(data_dir: str | Path, split: str, cropper: SegmentCropper,
         paths = validate_shards(paths, stats)
     # File order is seeded and re-drawn every epoch (Ray reseeds with its execution index).
     shuffle = ray.data.FileShuffleConfig(seed=cropper.seed)
-    dataset = ray.data.read_webdataset(paths, decoder=None, shuffle=shuffle)
-    dataset = dataset.flat_map(cropper)
+    cpus = cropper.data_cpus
+    dataset = ray.data.read_webdataset(paths, decoder=None, shuffle=shuffle, ray_remote_args={"num_cpus": cpus})
+    dataset = dataset.flat_map(cropper, num_cpus=cpus)
     if randomize_blocks:
         # An all-to-all barrier: nothing comes out until the whole epoch is cropped and held in the
         # object store. Blocks are about one shard each, so the file shuffle above already gives

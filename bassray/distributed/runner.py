@@ -56,6 +56,7 @@ class WorkerSetup:
     rank: int
     world: int
     device: torch.device
+    node_ids: list[str]  # the Ray node of every rank, in rank order (the run logs it)
 
 
 def setup_worker(loop_config: dict[str, Any]) -> WorkerSetup:
@@ -66,7 +67,12 @@ def setup_worker(loop_config: dict[str, Any]) -> WorkerSetup:
               else torch.device("cpu"))
     torch.manual_seed(loop_config["seed"] + context.get_world_rank())
     torch.set_flush_denormal(True)  # denormals from exp() made CPU steps 10-100x slower
-    return WorkerSetup(config, context.get_world_rank(), context.get_world_size(), device)
+    node_ids = [ray.get_runtime_context().get_node_id()]
+    if context.get_world_size() > 1 and torch.distributed.is_initialized():
+        gathered: list[Any] = [None] * context.get_world_size()
+        torch.distributed.all_gather_object(gathered, node_ids[0])
+        node_ids = [str(n) for n in gathered]
+    return WorkerSetup(config, context.get_world_rank(), context.get_world_size(), device, node_ids)
 
 
 def infinite_batches(dataset_name: str, batch_size: int, dtypes: dict[str, torch.dtype],
@@ -120,7 +126,7 @@ def restore_checkpoint(engines: dict[str, Any]) -> dict[str, Any] | None:
 
 def launch(train_fn: Callable[[dict], None], loop_config: dict[str, Any], datasets: dict[str, Any],
            *, run_name: str, storage_path: str, num_workers: int, use_gpu: bool,
-           cpus_per_worker: float, max_failures: int = 2):
+           cpus_per_worker: float, max_failures: int = 2, placement_strategy: str = "PACK"):
     """Run ``train_fn`` on ``num_workers`` Ray Train workers. Running again with the same
     ``run_name`` and ``storage_path`` resumes from the latest checkpoint."""
     resources = {"CPU": cpus_per_worker}
@@ -130,7 +136,7 @@ def launch(train_fn: Callable[[dict], None], loop_config: dict[str, Any], datase
         train_fn,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=resources, placement_strategy=placement_strategy),
         run_config=RunConfig(name=run_name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),

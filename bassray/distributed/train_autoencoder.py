@@ -138,6 +138,7 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
                              loop_config["run_name"], loop_config["artifact_root"],
                              tags={"stage": "autoencoder", "stem": stem, "config": config.name})
         tracker.log_params({**config.flat(), "stem": stem, "num_workers": world,
+                            "worker_node_ids": ",".join(setup.node_ids),
                             "parameters": sum(p.numel() for p in model.parameters())})
         crops = _eval_crops(config, loop_config["data_dir"], stem)
         eval_crops = torch.from_numpy(crops).to(device) if crops is not None else None
@@ -226,7 +227,8 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
     result = launch(autoencoder_train_loop, loop_config, {"train": dataset}, run_name=run_name,
                     storage_path=str(home / "ray_results"),
                     num_workers=config.distributed.num_workers, use_gpu=config.distributed.use_gpu,
-                    cpus_per_worker=config.distributed.cpus_per_worker)
+                    cpus_per_worker=config.distributed.cpus_per_worker,
+                    placement_strategy=config.distributed.placement_strategy)
     model_name = f"bassray-{stem}-autoencoder"
     # Skipped corrupt members, unreadable shards and silent crops of this run, for the record.
     counts = {f"data/{k}": float(v) for k, v in stats.log_summary("autoencoder crops").items()}

@@ -131,6 +131,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
         tracker = RunTracker(loop_config["tracking_uri"], loop_config["experiment"], loop_config["run_name"],
                              loop_config["artifact_root"], tags={"stage": "diffusion", "config": config.name})
         tracker.log_params({**config.flat(), "num_workers": world,
+                            "worker_node_ids": ",".join(setup.node_ids),
                             "parameters": sum(p.numel() for p in model.parameters()),
                             **autoencoder_versions(loop_config["mix_bundle"], loop_config["target_bundle"])})
         try:
@@ -221,7 +222,8 @@ def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, ta
     dataset = latent_pairs_dataset(latent_dir, "train", config, seed=seed, counts=counts)
     result = launch(ldm_train_loop, loop_config, {"train": dataset}, run_name=run_name,
                     storage_path=str(home / "ray_results"), num_workers=config.distributed.num_workers,
-                    use_gpu=config.distributed.use_gpu, cpus_per_worker=config.distributed.cpus_per_worker)
+                    use_gpu=config.distributed.use_gpu, cpus_per_worker=config.distributed.cpus_per_worker,
+                    placement_strategy=config.distributed.placement_strategy)
     bundle_dir, run_id, version = export_and_register(
         result, label="diffusion training", home=home, run_name=run_name, tracking_uri=tracking_uri,
         experiment=experiment, model_name="bassray-diffusion",
