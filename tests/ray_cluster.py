@@ -118,10 +118,13 @@ def wait_for_nodes(job_address: str, env: dict[str, str], count: int, seconds: f
 
 
 def submit_job(address: str, env: dict[str, str], entrypoint: list[str], timeout: float = 900,
-               wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
-    """`ray job submit --working-dir <repo> -- python <entrypoint...>`; with ``wait=False`` the
-    running `ray job submit` process (it follows the job's logs until the job ends)."""
-    cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+               wait: bool = True, env_vars: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess | subprocess.Popen:
+    """`ray job submit --working-dir <repo> -- python <entrypoint...>` (``env_vars`` for the job's
+    processes); with ``wait=False`` the running `ray job submit` process (it follows the job's logs
+    until the job ends)."""
+    runtime_env = ["--runtime-env-json", json.dumps({"env_vars": env_vars})] if env_vars else []
+    cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), *runtime_env, "--",
            sys.executable, *entrypoint]
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,6 +25,12 @@ from bassray.home import bassray_home  # noqa: F401  (re-exported: the stages im
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+# Checkpoints are written to a local staging folder before Ray copies them to storage; its name
+# carries the writer's PID so a folder left by a killed worker can be recognised and removed.
+STAGING_PREFIX = "bassray-checkpoint-"
+# Fault injection for tests: "SECONDS" or "SECONDS@STEP": how long a worker waits with a checkpoint
+# half written (every checkpoint, or only the one at STEP).
+PAUSE_IN_CHECKPOINT_ENV = "BASSRAY_TEST_PAUSE_IN_CHECKPOINT_S"
 # DeepSpeed writes a file named "latest" beside the tag folder, so the tag cannot be "latest".
 CHECKPOINT_TAG = "weights"
 
@@ -67,6 +75,8 @@ def setup_worker(loop_config: dict[str, Any]) -> WorkerSetup:
               else torch.device("cpu"))
     torch.manual_seed(loop_config["seed"] + context.get_world_rank())
     torch.set_flush_denormal(True)  # denormals from exp() made CPU steps 10-100x slower
+    if remove_stale_staging():
+        log.warning("removed checkpoint staging folders left by a killed worker")
     node_ids = [ray.get_runtime_context().get_node_id()]
     if context.get_world_size() > 1 and torch.distributed.is_initialized():
         gathered: list[Any] = [None] * context.get_world_size()
@@ -101,14 +111,80 @@ def save_checkpoint_and_report(engines: dict[str, Any], state: dict[str, Any],
                                ) -> None:
     """Every rank saves its DeepSpeed engine files, then all report one checkpoint (Ray merges them)."""
     rank = ray.train.get_context().get_world_rank()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as tmp:
         for name, engine in engines.items():
             engine.save_checkpoint(os.path.join(tmp, name), tag=CHECKPOINT_TAG)
+        pause, _, at_step = os.environ.get(PAUSE_IN_CHECKPOINT_ENV, "").partition("@")
+        pause = float(pause or 0) if not at_step or int(at_step) == state.get("step") else 0.0
+        if pause > 0:
+            log.warning("%s: pausing %.1fs inside checkpoint %s", PAUSE_IN_CHECKPOINT_ENV, pause, state.get("step"))
+            time.sleep(pause)
         if rank == 0:
             Path(tmp, STATE_FILE).write_text(json.dumps(state))
             if extra is not None:
                 extra(Path(tmp))
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+
+
+def remove_stale_staging(temp_dir: str | None = None) -> int:
+    """Remove checkpoint staging folders whose writer process is gone (a worker killed while
+    writing a checkpoint leaves one). Returns how many were removed."""
+    removed = 0
+    for path in Path(temp_dir or tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
+        try:
+            pid = int(path.name[len(STAGING_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_unregistered_checkpoints(run_dir: str | Path) -> list[str]:
+    """Remove ``checkpoint_*`` folders in a run's local storage folder that Ray Train never
+    registered (absent from its checkpoint_manager_snapshot.json): what a worker killed while Ray
+    copied a checkpoint into storage leaves. Remote storage (s3://...) is left to its own
+    lifecycle rules. Returns the removed names."""
+    run_dir = Path(run_dir)
+    if "://" in str(run_dir) or not run_dir.is_dir():
+        return []
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    registered: set[str] = set()
+    if snapshot.exists():
+        data = json.loads(snapshot.read_text())
+        for entry in data.get("checkpoint_results", []) + [data.get("latest_checkpoint_result") or {}]:
+            if entry.get("checkpoint_dir_name"):
+                registered.add(entry["checkpoint_dir_name"])
+    removed = [p.name for p in sorted(run_dir.glob("checkpoint_*")) if p.is_dir() and p.name not in registered]
+    for name in removed:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    if removed:
+        log.warning("removed %d half-written checkpoint folder(s) from %s: %s", len(removed), run_dir, removed)
+    return removed
+
+
+def optimizer_steps(engine: Any) -> int:
+    """The optimizer's own step count (Adam's per-parameter "step"), looked up through DeepSpeed's
+    wrappers: 0 for a fresh optimizer, the resumed step after a checkpoint restore."""
+    optimizer, steps = getattr(engine, "optimizer", None), 0
+    while optimizer is not None:
+        for param_state in getattr(optimizer, "state", {}).values():
+            if isinstance(param_state, dict) and "step" in param_state:
+                step = param_state["step"]
+                steps = max(steps, int(step.item() if hasattr(step, "item") else step))
+        optimizer = getattr(optimizer, "optimizer", None)
+    return steps
 
 
 def restore_checkpoint(engines: dict[str, Any]) -> dict[str, Any] | None:
@@ -129,6 +205,7 @@ def launch(train_fn: Callable[[dict], None], loop_config: dict[str, Any], datase
            cpus_per_worker: float, max_failures: int = 2, placement_strategy: str = "PACK"):
     """Run ``train_fn`` on ``num_workers`` Ray Train workers. Running again with the same
     ``run_name`` and ``storage_path`` resumes from the latest checkpoint."""
+    remove_unregistered_checkpoints(Path(storage_path) / run_name)
     resources = {"CPU": cpus_per_worker}
     if use_gpu:
         resources["GPU"] = 1
@@ -142,7 +219,9 @@ def launch(train_fn: Callable[[dict], None], loop_config: dict[str, Any], datase
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets=datasets,
     )
-    return trainer.fit()
+    result = trainer.fit()
+    remove_unregistered_checkpoints(Path(storage_path) / run_name)
+    return result
 
 
 def export_and_register(result, *, label: str, home: Path, run_name: str, tracking_uri: str,

@@ -53,6 +53,7 @@ class RunTracker:
             self.client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
         self.tracking_uri = tracking_uri
+        self._last_step: dict[str, int] = {}
 
     def log_params(self, params: dict[str, Any]) -> None:
         existing = self.client.get_run(self.run_id).data.params
@@ -61,9 +62,19 @@ class RunTracker:
                 self.client.log_param(self.run_id, key, str(value)[:6000])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log each metric at ``step``, once: a training that resumes from a checkpoint repeats the
+        steps between that checkpoint and the failure, and those steps are already in the run, so
+        they are skipped (the history stays one value per step, without gaps)."""
         for key, value in metrics.items():
-            if value is not None and np.isfinite(value):
+            if value is not None and np.isfinite(value) and step > self._logged_through(key):
                 self.client.log_metric(self.run_id, key, float(value), step=step)
+                self._last_step[key] = step
+
+    def _logged_through(self, key: str) -> int:
+        if key not in self._last_step:
+            history = self.client.get_metric_history(self.run_id, key)
+            self._last_step[key] = max((m.step for m in history), default=-1)
+        return self._last_step[key]
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)

@@ -16,7 +16,8 @@ import torch
 from bassray.config import Config
 from bassray.distributed.deepspeed_config import deepspeed_config
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch,
-                                        export_and_register, restore_checkpoint, save_checkpoint_and_report,
+                                        export_and_register, optimizer_steps, restore_checkpoint,
+                                        save_checkpoint_and_report,
                                         setup_worker)
 from bassray.distributed.tracking import RunTracker, default_tracking_uri
 from bassray.distributed.train_autoencoder import StageResult
@@ -134,6 +135,10 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
                             "worker_node_ids": ",".join(setup.node_ids),
                             "parameters": sum(p.numel() for p in model.parameters()),
                             **autoencoder_versions(loop_config["mix_bundle"], loop_config["target_bundle"])})
+        if state:
+            # Evidence that a resume restored the training state rather than re-initialising it.
+            tracker.log_metrics({"resume/from_step": start_step, "resume/optimizer_steps": optimizer_steps(engine),
+                                 "resume/ema_updates": ema.num_updates}, step=start_step)
         try:
             mix, target, tracks = load_latent_pairs(loop_config["latent_dir"], "val", train_cfg.crop_frames,
                                                     limit=128, crops_per_track=4, with_tracks=True)
