@@ -52,7 +52,7 @@ class LocalRayNode:
     """One `ray start --block` node. ``head=True`` opens a GCS and a dashboard (job API)."""
 
     def __init__(self, *, num_cpus: int, env: dict[str, str], head_gcs: str | None = None,
-                 extra_args: tuple[str, ...] = (), temp_dir: str | None = None):
+                 extra_args: tuple[str, ...] = (), temp_dir: str | None = None, gcs_port: int | None = None):
         self.env = env
         self.head = head_gcs is None
         # Short: Ray's Unix sockets live under the temp dir, and socket paths are limited to ~107 bytes.
@@ -65,7 +65,7 @@ class LocalRayNode:
         args = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
                 f"--temp-dir={self.temp_dir}", *ports, *extra_args]
         if self.head:
-            self.gcs_port, self.dashboard_port = free_port(), free_port()
+            self.gcs_port, self.dashboard_port = gcs_port or free_port(), free_port()
             args += ["--head", f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
                      f"--dashboard-port={self.dashboard_port}"]
             self.gcs_address = f"127.0.0.1:{self.gcs_port}"
@@ -99,7 +99,8 @@ def alive_nodes(job_address: str, env: dict[str, str]) -> list[dict]:
     """Ray's state API, through the head's dashboard (in a subprocess, so this test process's own
     Ray session, if any, is not involved)."""
     code = ("import json; from ray.util.state import list_nodes; "
-            f"nodes = list_nodes(address={job_address!r}, filters=[('state', '=', 'ALIVE')]); "
+            f"nodes = list_nodes(address={job_address!r}, filters=[('state', '=', 'ALIVE')], "
+            "limit=1000, raise_on_missing_output=False); "
             "print(json.dumps([{'node_id': n.node_id, 'cpus': n.resources_total.get('CPU', 0), "
             "'gpus': n.resources_total.get('GPU', 0), 'is_head': n.is_head_node} for n in nodes]))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -118,14 +119,18 @@ def wait_for_nodes(job_address: str, env: dict[str, str], count: int, seconds: f
 
 
 def submit_job(address: str, env: dict[str, str], entrypoint: list[str], timeout: float = 900,
-               wait: bool = True, env_vars: dict[str, str] | None = None
+               wait: bool = True, env_vars: dict[str, str] | None = None, working_dir: bool = True
                ) -> subprocess.CompletedProcess | subprocess.Popen:
     """`ray job submit --working-dir <repo> -- python <entrypoint...>` (``env_vars`` for the job's
     processes); with ``wait=False`` the running `ray job submit` process (it follows the job's logs
     until the job ends)."""
     runtime_env = ["--runtime-env-json", json.dumps({"env_vars": env_vars})] if env_vars else []
-    cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), *runtime_env, "--",
-           sys.executable, *entrypoint]
+    if working_dir:
+        cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), *runtime_env, "--",
+               sys.executable, *entrypoint]
+    else:  # the nodes share this machine's files: run the checkout's script in place
+        cmd = [RAY, "job", "submit", "--address", address, *runtime_env, "--",
+               sys.executable, str(REPO / entrypoint[0]), *entrypoint[1:]]
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for _ in range(60):  # the dashboard answers before its job agent is ready on a busy machine

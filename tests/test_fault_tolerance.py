@@ -22,7 +22,7 @@ from bassray.distributed.runner import STAGING_PREFIX
 from ray_cluster import LocalRayNode, cluster_env, submit_job, write_tiny_ldm_inputs
 
 pytestmark = pytest.mark.slow
-STEPS, EVERY = 60, 10  # planned steps; checkpoint interval N (a kill may cost at most N steps)
+STEPS, EVERY = 40, 10  # planned steps; checkpoint interval N (a kill may cost at most N steps)
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +125,13 @@ def check_resumed_run(output: str, root: Path, killed_at: int) -> None:
 
 
 def test_worker_killed_mid_step_resumes_from_last_checkpoint(head, tmp_path):
-    output, root, killed_at, _ = run_and_kill(head, tmp_path, kill_at_step=25, pause=None)
+    output, root, killed_at, _ = run_and_kill(head, tmp_path, kill_at_step=15, pause=None)
     check_resumed_run(output, root, killed_at)
 
 
 def test_worker_killed_while_writing_a_checkpoint(head, tmp_path):
-    output, root, killed_at, mid_checkpoint = run_and_kill(head, tmp_path, kill_at_step=30, pause=f"15@30")
-    assert mid_checkpoint, "the kill did not land inside the checkpoint at step 30"
-    # The checkpoint at step 30 never completed: the run resumed from 20 and lost 10 steps.
+    output, root, killed_at, mid_checkpoint = run_and_kill(head, tmp_path, kill_at_step=20, pause="10@20")
+    assert mid_checkpoint, "the kill did not land inside the checkpoint at step 20"
+    # The checkpoint at step 20 never completed: the run resumed from 10 and lost 10 steps.
     check_resumed_run(output, root, killed_at)
     assert not list(Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*")), "a staging folder was left"
