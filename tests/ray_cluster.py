@@ -86,11 +86,15 @@ class LocalRayNode:
         """Our node and everything it started: its process group, by PID."""
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=60)
+            self.proc.wait(timeout=10)  # a graceful `ray start --block` shutdown took 30+ s
         except ProcessLookupError:
             pass
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+            except ProcessLookupError:
+                pass
         self.log.close()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 

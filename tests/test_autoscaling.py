@@ -24,6 +24,7 @@ def test_training_job_scales_the_cluster_up_and_back_down(tmp_path):
     env = cluster_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_FAKE_CLUSTER="1",
                       AUTOSCALER_UPDATE_INTERVAL_S="1")
     config = yaml.safe_load((REPO / "cluster" / "local-fake-autoscaling.yaml").read_text())
+    config["idle_timeout_minutes"] = 0.25  # this copy only: a quicker scale-down keeps the test short
     idle_s = config["idle_timeout_minutes"] * 60
     gcs_port = free_port()
     config["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"

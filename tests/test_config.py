@@ -56,3 +56,12 @@ def test_flat_params_cover_every_field():
     sections = [f.name for f in dataclasses.fields(Config) if f.name != "name"]
     assert {key.split(".")[0] for key in flat if key != "name"} == set(sections)
     assert all("." in key for key in flat if key != "name")
+
+
+def test_distributed_placement_and_data_cpus_are_checked():
+    config = load_config("tiny", ["distributed.placement_strategy=SPREAD", "distributed.data_cpus_per_task=0.25"])
+    assert config.distributed.placement_strategy == "SPREAD" and config.distributed.data_cpus_per_task == 0.25
+    with pytest.raises(ValueError, match="placement_strategy"):
+        load_config("tiny", ["distributed.placement_strategy=EVERYWHERE"])
+    with pytest.raises(ValueError, match="data_cpus_per_task"):
+        load_config("tiny", ["distributed.data_cpus_per_task=0"])

@@ -1,7 +1,7 @@
-"""A training worker killed with SIGKILL (as a lost node would take it) in the middle of a tiny
-diffusion job submitted to a real Ray cluster: Ray Train restarts the worker group, the run resumes
-from its last checkpoint and reaches its planned step count. Once mid-step, once while a checkpoint
-is being written."""
+"""Training workers killed with SIGKILL (as a lost node would take them) in a tiny diffusion job
+submitted to a real Ray cluster: Ray Train restarts the worker group, the run resumes from its last
+checkpoint and reaches its planned step count. Once mid-step, once while a checkpoint is being
+written."""
 from __future__ import annotations
 
 import json
@@ -59,10 +59,31 @@ def staging_folders(pid: int) -> list[Path]:
     return list(Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}{pid}-*"))
 
 
-def run_and_kill(head, tmp_path, kill_at_step: int, pause: str | None):
-    """Submit the job, SIGKILL one training worker once ``kill_at_step`` is logged (and, with a
-    pause, once that worker is inside its checkpoint), let the job finish. Returns what the test
-    checks: (job output, root, step logged when the kill landed, whether it landed mid-checkpoint)."""
+def wait_for_step(db: Path, step: int, job: subprocess.Popen, deadline: float) -> None:
+    while max(logged_steps(db), default=0) < step:
+        assert job.poll() is None, f"the job ended before step {step}: {job.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"the job did not reach step {step} in time"
+        time.sleep(0.2)
+
+
+def kill_a_worker(job_address: str, env: dict[str, str], inside_checkpoint: bool) -> tuple[int, bool]:
+    """SIGKILL one of the two training workers (with ``inside_checkpoint``, once it is writing its
+    checkpoint). Returns its PID and whether the kill landed inside the checkpoint."""
+    workers = train_workers(job_address, env)
+    assert len(workers) == 2, workers
+    victim, landed_inside = workers[-1], False
+    for _ in range(100 if inside_checkpoint else 0):
+        if staging_folders(victim):
+            landed_inside = True
+            break
+        time.sleep(0.1)
+    os.kill(victim, signal.SIGKILL)
+    return victim, landed_inside
+
+
+def test_killed_workers_cost_at_most_one_checkpoint_interval(head, tmp_path):
+    """Two SIGKILLs in one job: mid-step after step 15 (resumes from 10), then inside the checkpoint
+    being written at step 30 (that checkpoint never completes: resumes from 20)."""
     node, env = head
     latents, mix_bundle, target_bundle = write_tiny_ldm_inputs(tmp_path, load_config("tiny"), frames=48)
     root = tmp_path / "home"
@@ -74,32 +95,19 @@ def run_and_kill(head, tmp_path, kill_at_step: int, pause: str | None):
         "--set", "diffusion_training.crop_frames=32", "--set", "diffusion_training.batch_size=16",
         "--set", f"diffusion_training.checkpoint_every={EVERY}", "--set", "diffusion_training.eval_every=1000",
         "--set", "diffusion_training.log_every=1"],
-        wait=False, env_vars={"BASSRAY_TEST_PAUSE_IN_CHECKPOINT_S": pause} if pause else None)
-    db = root / "mlflow.db"
-    deadline = time.monotonic() + 600
-    while max(logged_steps(db), default=0) < kill_at_step:
-        assert job.poll() is None, f"the job ended before step {kill_at_step}: {job.stdout.read()[-3000:]}"
-        assert time.monotonic() < deadline, "the job did not reach the kill step in 10 minutes"
-        time.sleep(0.2)
-    workers = train_workers(node.job_address, env)
-    assert len(workers) == 2, workers
-    victim = workers[-1]
-    mid_checkpoint = False
-    if pause:  # wait until the victim is inside the checkpoint it is writing
-        for _ in range(100):
-            if staging_folders(victim):
-                mid_checkpoint = True
-                break
-            time.sleep(0.1)
-    os.kill(victim, signal.SIGKILL)
-    time.sleep(1.0)
-    killed_at = max(logged_steps(db))
+        wait=False, env_vars={"BASSRAY_TEST_PAUSE_IN_CHECKPOINT_S": "10@30"})
+    db, deadline = root / "mlflow.db", time.monotonic() + 900
+    killed_at, victims = [], []
+    for step, inside in ((15, False), (30, True)):
+        wait_for_step(db, step, job, deadline)
+        victim, landed_inside = kill_a_worker(node.job_address, env, inside)
+        assert landed_inside == inside, "the kill did not land inside the checkpoint at step 30"
+        time.sleep(1.0)  # the other worker may finish the step it is in
+        killed_at.append(max(logged_steps(db)))
+        victims.append(victim)
     output, _ = job.communicate(timeout=900)
-    return output, root, killed_at, mid_checkpoint
-
-
-def check_resumed_run(output: str, root: Path, killed_at: int) -> None:
     assert "succeeded" in output, output[-4000:]
+
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                               "attributes.run_name = 'killed'")
@@ -107,13 +115,13 @@ def check_resumed_run(output: str, root: Path, killed_at: int) -> None:
     run_id = runs[0].info.run_id
     steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert sorted(steps) == list(range(1, STEPS + 1))  # no gap, no duplicate, planned count reached
-    resumed = client.get_metric_history(run_id, "resume/from_step")
-    assert len(resumed) == 1, "exactly one restart"
-    from_step = int(resumed[0].value)
-    assert from_step % EVERY == 0 and 0 < killed_at - from_step <= EVERY  # lost at most one interval
+    resumed = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "resume/from_step"))
+    assert [int(v) for _, v in resumed] == [10, 20]  # one restart per kill, from the last complete checkpoint
+    for (_, from_step), kill in zip(resumed, killed_at):
+        assert 0 < kill - from_step <= EVERY  # each kill lost at most one checkpoint interval
     # Restored, not re-initialised: the optimizer's and the EMA's own counters continue.
-    assert client.get_metric_history(run_id, "resume/optimizer_steps")[0].value == from_step
-    assert client.get_metric_history(run_id, "resume/ema_updates")[0].value == from_step
+    for key in ("resume/optimizer_steps", "resume/ema_updates"):
+        assert sorted(m.value for m in client.get_metric_history(run_id, key)) == [10, 20], key
     run_dir = root / "ray_results" / "killed"
     snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
     registered = {c["checkpoint_dir_name"] for c in snapshot["checkpoint_results"]}
@@ -122,16 +130,5 @@ def check_resumed_run(output: str, root: Path, killed_at: int) -> None:
     for folder in folders:
         assert {"state.json", "ema.pt", "unet"} <= {p.name for p in (run_dir / folder).iterdir()}
     assert json.loads((run_dir / sorted(folders)[-1] / "state.json").read_text())["step"] == STEPS
-
-
-def test_worker_killed_mid_step_resumes_from_last_checkpoint(head, tmp_path):
-    output, root, killed_at, _ = run_and_kill(head, tmp_path, kill_at_step=15, pause=None)
-    check_resumed_run(output, root, killed_at)
-
-
-def test_worker_killed_while_writing_a_checkpoint(head, tmp_path):
-    output, root, killed_at, mid_checkpoint = run_and_kill(head, tmp_path, kill_at_step=20, pause="10@20")
-    assert mid_checkpoint, "the kill did not land inside the checkpoint at step 20"
-    # The checkpoint at step 20 never completed: the run resumed from 10 and lost 10 steps.
-    check_resumed_run(output, root, killed_at)
-    assert not list(Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*")), "a staging folder was left"
+    for victim in victims:  # the half-written staging folder of the kill inside a checkpoint is gone
+        assert not staging_folders(victim)

@@ -72,3 +72,15 @@ def test_random_subsets_start_with_the_full_mix_and_are_distinct():
     assert subsets[0] == ["drums", "guitar", "piano"]
     assert len(subsets) == 5 and len({tuple(s) for s in subsets}) == 5 and all(subsets)
     assert len(random_subsets(["drums"], 4, rng)) == 1  # only one non-empty subset exists
+
+
+def test_learnt_mix_dropout_keeps_chroma_and_drops_whole_examples():
+    import torch
+    from bassray.distributed.train_ldm import drop_learnt_mix_channels
+    mix = torch.randn(256, 20, 5)
+    out = drop_learnt_mix_channels(mix, 0.5, 12, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, -12:], mix[:, -12:])  # chroma always kept
+    dropped = (out[:, :-12] == 0).flatten(1).all(1)
+    kept = torch.equal(out[~dropped], mix[~dropped])
+    assert kept and 0.3 < dropped.float().mean() < 0.7  # whole examples, about half of them
+    assert drop_learnt_mix_channels(mix, 0.0, 12, torch.Generator()) is mix

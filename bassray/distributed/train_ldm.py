@@ -96,6 +96,18 @@ def _generated_fit(generator, config: Config, songs: list[dict[str, Any]], step:
     return _chord_tone(generator.generate([s["mix"] for s in songs], settings), songs)
 
 
+def drop_learnt_mix_channels(mix: torch.Tensor, fraction: float, chroma_channels: int,
+                              generator: torch.Generator) -> torch.Tensor:
+    """Zero the learnt channels (all but the trailing chroma ones) of a random ``fraction`` of the
+    examples in a ``[B, Dx, L]`` batch of normalised mix latents."""
+    if fraction <= 0 or chroma_channels <= 0:
+        return mix
+    drop = torch.rand(mix.shape[0], generator=generator, device=mix.device) < fraction
+    keep_chroma = torch.ones_like(mix[:1, :, :1])
+    keep_chroma[:, :-chroma_channels] = 0
+    return torch.where(drop[:, None, None], mix * keep_chroma, mix)
+
+
 def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     import deepspeed
 
@@ -147,6 +159,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
             log.warning("no validation latents (%s): validation losses are skipped", exc)
 
     channel_weight = pitch_channel_weight(config).to(device)
+    chroma_channels = 12 if config.mix_autoencoder.chroma else 0
     micro = train_cfg.batch_size // world
     batches = infinite_batches("train", micro, {"mix": torch.float32, "target": torch.float32},
                                shuffle_buffer=8 * micro, device=device)
@@ -155,7 +168,8 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     metrics: dict[str, float] = {}
     for step in range(start_step, train_cfg.max_steps):
         batch = next(batches)
-        loss, metrics = v_loss(engine, batch["target"], batch["mix"], generator=gen,
+        mix = drop_learnt_mix_channels(batch["mix"], train_cfg.learnt_mix_dropout, chroma_channels, gen)
+        loss, metrics = v_loss(engine, batch["target"], mix, generator=gen,
                                cond_dropout=train_cfg.cond_dropout, cond_noise=train_cfg.cond_noise,
                                channel_weight=channel_weight)
         engine.backward(loss)
