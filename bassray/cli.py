@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from bassray.distributed.tracking import default_tracking_uri
+    from bassray.home import bassray_home
+    from bassray.serving import serve_forever
+    home = bassray_home(args.root)
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)
+    serve_forever(args.source, host=args.host, port=args.port, replicas=args.replicas,
+                  app_args={"device": args.device, "max_batch_size": args.max_batch_size},
+                  tracking_uri=tracking_uri, cache_dir=home / "bundle-cache")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bassray", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -162,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, default=2, help="Ray Data actors that score songs in parallel")
     p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, audio")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("serve", help="serve a model over HTTP (Ray Serve; Ctrl-C stops it)")
+    p.add_argument("source", help="diffusion bundle folder, bundle URI (s3://...), or a registry model "
+                                  "models:/NAME/VERSION or models:/NAME/latest")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", type=int, default=1, help="generator replicas")
+    p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking server for models:/ (default $MLFLOW_TRACKING_URI or the local store)")
+    p.add_argument("--root", default=None, help="where downloaded bundles are cached (default $BASSRAY_HOME)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("quickstart", help="every stage end to end on local Ray with synthetic songs")
     p.add_argument("--root", default=None, help="output folder (default $BASSRAY_HOME or ~/bassray)")

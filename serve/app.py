@@ -1,5 +1,6 @@
 """Ray Serve application: a FastAPI ingress in front of a batched bass generator.
 
+    bassray serve models:/bassray-diffusion/3                            # from the MLflow registry
     serve run serve.app:build_app bundle=/path/to/diffusion-bundle      # local, http://127.0.0.1:8000
     serve run serve/config.yaml                                          # the same, from the deploy config
     serve deploy serve/config.yaml                                       # on a running cluster
@@ -50,7 +51,8 @@ class BassGeneratorDeployment:
     """Holds one ``BassGenerator``; concurrent calls to ``generate`` are batched."""
 
     def __init__(self, bundle: str, device: str = "auto", bf16: bool = False, torch_threads: int | None = None,
-                 max_batch_size: int = 8, batch_wait_timeout_s: float = 0.1):
+                 max_batch_size: int = 8, batch_wait_timeout_s: float = 0.1,
+                 registry: dict[str, Any] | None = None):
         import torch
 
         from bassray.inference import BassGenerator
@@ -59,6 +61,7 @@ class BassGeneratorDeployment:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.bundle, self.device = bundle, device
+        self.registry = {k: v for k, v in (registry or {}).items() if v}  # model, version, run id
         self.generator = BassGenerator.from_bundle(bundle, device=device,
                                                    dtype=torch.bfloat16 if bf16 else torch.float32)
         self.generate.set_max_batch_size(max_batch_size)
@@ -88,7 +91,7 @@ class BassGeneratorDeployment:
                 "latent_frame_rate": g.sample_rate / g.hop, "sampler_defaults": asdict(g.config.sampler),
                 "unet_parameters": sum(p.numel() for p in g.unet.parameters()),
                 "max_batch_size": self.max_batch_size,
-                "batch_wait_timeout_s": self.batch_wait_timeout_s}
+                "batch_wait_timeout_s": self.batch_wait_timeout_s, "registry": self.registry}
 
     def stats(self) -> dict[str, Any]:
         """Histograms ``{size: count}`` of this replica's batches (JSON keys are strings)."""
@@ -224,6 +227,9 @@ class AppArgs(BaseModel):
     gpus_per_replica: float = Field(0.0, ge=0.0)
     ingress_max_ongoing_requests: int = Field(32, ge=1)
     max_queued_requests: int = Field(64, ge=-1, description="beyond this, the ingress answers 429; -1 = no limit")
+    model: str | None = Field(None, description="registry name the bundle came from (shown in /info)")
+    model_version: str | None = Field(None, description="registry version (shown in /info)")
+    run_id: str | None = Field(None, description="MLflow run that trained it (shown in /info)")
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
@@ -256,7 +262,8 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
         generator_options["num_replicas"] = opts.num_replicas
     generator = BassGeneratorDeployment.options(**generator_options).bind(
         bundle, device=opts.device, bf16=opts.bf16, torch_threads=opts.torch_threads,
-        max_batch_size=opts.max_batch_size, batch_wait_timeout_s=opts.batch_wait_timeout_s)
+        max_batch_size=opts.max_batch_size, batch_wait_timeout_s=opts.batch_wait_timeout_s,
+        registry={"model": opts.model, "model_version": opts.model_version, "run_id": opts.run_id})
     ingress = BassrayIngress.options(max_ongoing_requests=opts.ingress_max_ongoing_requests,
                                      max_queued_requests=opts.max_queued_requests)
     return ingress.bind(generator, max_upload_mb=opts.max_upload_mb, max_seconds=opts.max_seconds)

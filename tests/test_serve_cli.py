@@ -1,0 +1,91 @@
+"""`bassray serve models:/NAME/VERSION` as a user runs it: a subprocess that resolves the model
+through the MLflow registry, serves it on 127.0.0.1 and stops on SIGTERM."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bassray.bench.untrained_bundle import write_untrained_bundle
+from bassray.config import load_config
+from ray_cluster import cluster_env, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def registered_bundle(home) -> tuple[str, str]:
+    from bassray.distributed.tracking import RunTracker, default_tracking_uri
+    bundle = write_untrained_bundle(home / "trained" / "diffusion", load_config("tiny"))
+    tracker = RunTracker(default_tracking_uri(home), "bassray-diffusion", "served", str(home / "mlartifacts"))
+    version = tracker.register_bundle(bundle, "bassray-diffusion")
+    tracker.finish()
+    return version, tracker.run_id
+
+
+def test_serve_a_registered_model(tmp_path):
+    home = tmp_path / "home"
+    version, run_id = registered_bundle(home)
+    port = free_port()
+    env = cluster_env(BASSRAY_HOME=str(home))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-m", "bassray.cli", "serve", "models:/bassray-diffusion/latest",
+                             "--port", str(port), "--device", "cpu"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            try:
+                if get_json(f"http://127.0.0.1:{port}/healthz")["status"] == "ok":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "bassray serve did not answer in 4 minutes"
+            time.sleep(1)
+        info = get_json(f"http://127.0.0.1:{port}/info")
+        assert info["model"]["registry"] == {"model": "bassray-diffusion", "model_version": version, "run_id": run_id}
+        assert (home / "bundle-cache" / "bassray-diffusion" / version / "bundle.json").exists()
+        buffer = io.BytesIO()
+        sf.write(buffer, np.random.default_rng(0).normal(0, 0.1, 16000 * 2).astype(np.float32), 16000, format="WAV")
+        boundary = "bassrayboundary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"steps\"\r\n\r\n2\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"mix\"; filename=\"mix.wav\"\r\n"
+                "Content-Type: audio/wav\r\n\r\n").encode() + buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/generate", data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            audio, rate = sf.read(io.BytesIO(response.read()))
+        assert rate == 16000 and len(audio) == 32000
+    finally:
+        proc.send_signal(signal.SIGTERM)  # serve.shutdown(), then Ray's own shutdown at exit
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stdout.read()[-3000:]
+
+
+def test_serve_rejects_an_unknown_model_before_starting(tmp_path):
+    env = cluster_env(BASSRAY_HOME=str(tmp_path / "home"))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-m", "bassray.cli", "serve", "models:/no-such-model/3"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not in the registry" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "bassray.cli", "serve", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not a bundle folder" in done.stderr
