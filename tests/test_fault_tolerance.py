@@ -66,19 +66,28 @@ def wait_for_step(db: Path, step: int, job: subprocess.Popen, deadline: float) -
         time.sleep(0.2)
 
 
-def kill_a_worker(job_address: str, env: dict[str, str], inside_checkpoint: bool) -> tuple[int, bool]:
-    """SIGKILL one of the two training workers (with ``inside_checkpoint``, once it is writing its
-    checkpoint). Returns its PID and whether the kill landed inside the checkpoint."""
-    workers = train_workers(job_address, env)
-    assert len(workers) == 2, workers
-    victim, landed_inside = workers[-1], False
+def running_workers(job_address: str, env: dict[str, str], besides: set[int], deadline: float) -> list[int]:
+    """The two training workers' PIDs, once both are alive and none is in ``besides`` (the workers
+    already killed or replaced). Asked ahead of the kill: the state API is slow on a loaded machine."""
+    while True:
+        workers = train_workers(job_address, env)
+        if len(workers) == 2 and not set(workers) & besides:
+            return workers
+        assert time.monotonic() < deadline, f"no fresh pair of training workers: {workers}"
+        time.sleep(0.5)
+
+
+def kill(victim: int, inside_checkpoint: bool) -> bool:
+    """SIGKILL one training worker (with ``inside_checkpoint``, once it is writing its checkpoint).
+    Returns whether the kill landed inside the checkpoint."""
+    landed_inside = False
     for _ in range(100 if inside_checkpoint else 0):
         if staging_folders(victim):
             landed_inside = True
             break
         time.sleep(0.1)
     os.kill(victim, signal.SIGKILL)
-    return victim, landed_inside
+    return landed_inside
 
 
 def test_killed_workers_cost_at_most_one_checkpoint_interval(head, tmp_path):
@@ -97,14 +106,15 @@ def test_killed_workers_cost_at_most_one_checkpoint_interval(head, tmp_path):
         "--set", "diffusion_training.log_every=1"],
         wait=False, env_vars={"BASSRAY_TEST_PAUSE_IN_CHECKPOINT_S": "10@30"})
     db, deadline = root / "mlflow.db", time.monotonic() + 900
-    killed_at, victims = [], []
+    killed_at, seen = [], set()
     for step, inside in ((15, False), (30, True)):
+        workers = running_workers(node.job_address, env, seen, deadline)
+        seen |= set(workers)
         wait_for_step(db, step, job, deadline)
-        victim, landed_inside = kill_a_worker(node.job_address, env, inside)
+        landed_inside = kill(workers[-1], inside)
         assert landed_inside == inside, "the kill did not land inside the checkpoint at step 30"
         time.sleep(1.0)  # the other worker may finish the step it is in
         killed_at.append(max(logged_steps(db)))
-        victims.append(victim)
     output, _ = job.communicate(timeout=900)
     assert "succeeded" in output, output[-4000:]
 
@@ -115,13 +125,16 @@ def test_killed_workers_cost_at_most_one_checkpoint_interval(head, tmp_path):
     run_id = runs[0].info.run_id
     steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert sorted(steps) == list(range(1, STEPS + 1))  # no gap, no duplicate, planned count reached
-    resumed = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "resume/from_step"))
-    assert [int(v) for _, v in resumed] == [10, 20]  # one restart per kill, from the last complete checkpoint
-    for (_, from_step), kill in zip(resumed, killed_at):
-        assert 0 < kill - from_step <= EVERY  # each kill lost at most one checkpoint interval
+    # Each restart logs the step it resumed from (once per step: two restarts from the same
+    # checkpoint, as when a loaded machine lets the first kill land after step 20, share a value).
+    resumed = sorted(int(m.value) for m in client.get_metric_history(run_id, "resume/from_step"))
+    assert resumed and all(f > 0 and f % EVERY == 0 for f in resumed), resumed
+    for killed in killed_at:  # each kill lost at most one checkpoint interval
+        assert any(0 < killed - f <= EVERY for f in resumed), (killed_at, resumed)
+    assert 20 in resumed  # the checkpoint at 30 was killed half-written: back to 20
     # Restored, not re-initialised: the optimizer's and the EMA's own counters continue.
     for key in ("resume/optimizer_steps", "resume/ema_updates"):
-        assert sorted(m.value for m in client.get_metric_history(run_id, key)) == [10, 20], key
+        assert sorted(int(m.value) for m in client.get_metric_history(run_id, key)) == resumed, key
     run_dir = root / "ray_results" / "killed"
     snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
     registered = {c["checkpoint_dir_name"] for c in snapshot["checkpoint_results"]}
@@ -130,5 +143,5 @@ def test_killed_workers_cost_at_most_one_checkpoint_interval(head, tmp_path):
     for folder in folders:
         assert {"state.json", "ema.pt", "unet"} <= {p.name for p in (run_dir / folder).iterdir()}
     assert json.loads((run_dir / sorted(folders)[-1] / "state.json").read_text())["step"] == STEPS
-    for victim in victims:  # the half-written staging folder of the kill inside a checkpoint is gone
-        assert not staging_folders(victim)
+    for worker in seen:  # the half-written staging folder of the kill inside a checkpoint is gone
+        assert not staging_folders(worker)
