@@ -159,7 +159,8 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
             log.warning("no validation latents (%s): validation losses are skipped", exc)
 
     channel_weight = pitch_channel_weight(config).to(device)
-    chroma_channels = 12 if config.mix_autoencoder.chroma else 0
+    from bassray.models.autoencoder import CHROMA_CHANNELS
+    chroma_channels = CHROMA_CHANNELS if config.mix_autoencoder.chroma else 0
     micro = train_cfg.batch_size // world
     batches = infinite_batches("train", micro, {"mix": torch.float32, "target": torch.float32},
                                shuffle_buffer=8 * micro, device=device)

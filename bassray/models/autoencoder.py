@@ -37,6 +37,9 @@ LOG_MAG_SCALE = 5.0
 # Decoded log-power is clamped before exp() so an untrained decoder cannot overflow the iSTFT.
 MAX_LOG_POWER = 24.0
 
+# A chroma mix autoencoder's latent ends with this many deterministic chroma channels.
+CHROMA_CHANNELS = 12
+
 
 @dataclass
 class AutoencoderOutput:
@@ -113,7 +116,7 @@ class Autoencoder(LatentAutoencoder):
         # Encoder: frequency bins x audio channels are the conv channels; convolve over time.
         self.pitch_parts = ae_cfg.pitch_parts if ae_cfg.phase == "harmonic" else 0
         self.pitch_channels = 3 * self.pitch_parts
-        self.chroma_channels = 12 if ae_cfg.chroma else 0
+        self.chroma_channels = CHROMA_CHANNELS if ae_cfg.chroma else 0
         if self.pitch_channels + self.chroma_channels >= ae_cfg.latent_dim:
             raise ValueError(f"latent_dim {ae_cfg.latent_dim} leaves no learnt channel beside "
                              f"{self.pitch_channels} pitch and {self.chroma_channels} chroma channels")
