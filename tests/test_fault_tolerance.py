@@ -91,8 +91,9 @@ def kill(victim: int, inside_checkpoint: bool) -> bool:
 
 
 def test_killed_workers_cost_at_most_one_checkpoint_interval(head, tmp_path):
-    """Two SIGKILLs in one job: mid-step after step 15 (resumes from 10), then inside the checkpoint
-    being written at step 30 (that checkpoint never completes: resumes from 20)."""
+    """Two SIGKILLs in one job: mid-step one step after the checkpoint at 10 (resumes from 10: the
+    checkpoint is safe once training goes on), then inside the checkpoint being written at step 30
+    (that checkpoint never completes: resumes from 20)."""
     node, env = head
     latents, mix_bundle, target_bundle = write_tiny_ldm_inputs(tmp_path, load_config("tiny"), frames=48)
     root = tmp_path / "home"
@@ -104,10 +105,13 @@ def test_killed_workers_cost_at_most_one_checkpoint_interval(head, tmp_path):
         "--set", "diffusion_training.crop_frames=32", "--set", "diffusion_training.batch_size=16",
         "--set", f"diffusion_training.checkpoint_every={EVERY}", "--set", "diffusion_training.eval_every=1000",
         "--set", "diffusion_training.log_every=1"],
-        wait=False, env_vars={"BASSRAY_TEST_PAUSE_IN_CHECKPOINT_S": "10@30"})
+        wait=False, env_vars={"BASSRAY_TEST_PAUSE_IN_CHECKPOINT_S": "10@30",
+                              # Ray Train's controller takes reports every 4 s, so a kill one step
+                              # after a checkpoint lands before it is taken unless training waits.
+                              "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "4"})
     db, deadline = root / "mlflow.db", time.monotonic() + 900
     killed_at, seen = [], set()
-    for step, inside in ((15, False), (30, True)):
+    for step, inside in ((11, False), (30, True)):
         workers = running_workers(node.job_address, env, seen, deadline)
         seen |= set(workers)
         wait_for_step(db, step, job, deadline)

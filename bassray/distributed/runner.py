@@ -124,6 +124,12 @@ def save_checkpoint_and_report(engines: dict[str, Any], state: dict[str, Any],
             if extra is not None:
                 extra(Path(tmp))
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+    # A fence. Ray Train's controller collects reports by polling each worker every 2 s through a
+    # one-slot queue, and a report it has not yet taken dies with its worker: a worker killed within
+    # 2 s of a checkpoint lost that checkpoint and its run resumed from the one before (CI saw a
+    # kill 5 steps after a checkpoint resume from step 0). This second report blocks until the
+    # checkpoint's report has been taken, so training goes on only once the checkpoint is safe.
+    ray.train.report(metrics)
 
 
 def remove_stale_staging(temp_dir: str | None = None) -> int:
