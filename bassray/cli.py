@@ -98,14 +98,27 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_serve(args) -> int:
     from bassray.distributed.tracking import default_tracking_uri
     from bassray.home import bassray_home
     from bassray.serving import serve_forever
     home = bassray_home(args.root)
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)
+    app_args = {"device": args.device, "max_batch_size": args.max_batch_size, "max_upload_mb": args.max_upload_mb,
+                "max_seconds": args.max_seconds, "generation_timeout_s": args.generation_timeout,
+                "api_keys_file": args.api_keys_file, "rate_limit_per_minute": args.rate_limit,
+                # Beyond this machine, keys are required (the app refuses to start without them).
+                "require_api_key": not _is_loopback(args.host)}
     serve_forever(args.source, host=args.host, port=args.port, replicas=args.replicas,
-                  app_args={"device": args.device, "max_batch_size": args.max_batch_size},
+                  app_args={k: v for k, v in app_args.items() if v is not None},
                   tracking_uri=tracking_uri, cache_dir=home / "bundle-cache")
     return 0
 
@@ -184,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=1, help="generator replicas")
     p.add_argument("--max-batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--api-keys-file", default=None,
+                   help="file of API keys, one `name:secret` per line (default $BASSRAY_API_KEYS_FILE); "
+                        "required when --host is not 127.0.0.1")
+    p.add_argument("--rate-limit", type=int, default=None, help="requests a minute per key (default: none)")
+    p.add_argument("--max-upload-mb", type=float, default=None, help="per request (default 50)")
+    p.add_argument("--max-seconds", type=float, default=None, help="per file (default 600)")
+    p.add_argument("--generation-timeout", type=float, default=None, help="seconds (default 300), then 504")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking server for models:/ (default $MLFLOW_TRACKING_URI or the local store)")
     p.add_argument("--root", default=None, help="where downloaded bundles are cached (default $BASSRAY_HOME)")

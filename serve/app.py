@@ -17,27 +17,34 @@ routes after Serve re-wraps them.
 import asyncio
 import logging
 import os
+import time
+import uuid
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.config import BackpressureConfig
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
 from bassray.remote import is_uri
 from bassray.train.bundle import BundleError
 from bassray.train.bundle_store import open_remote_bundle
-from serve.validation import (GenerateParams, Limits, RequestError, check_declared_size, check_uploaded_size,
-                              decode_upload, parse_params, to_input_format, wav_bytes)
+from serve.access import ANONYMOUS, API_KEYS_FILE_ENV, KeyRing, RateLimiter, load_api_keys
+from serve.body import parse_form, read_body
+from serve.openapi import GENERATE_OPENAPI, GENERATE_RESPONSES, READ_RESPONSES, install_openapi
+from serve.stats import ServeMetrics, StatsBoard, process_memory_mb
+from serve.validation import (GenerateParams, Limits, RequestError, check_uploaded_size, decode_upload,
+                              parse_params, to_input_format, wav_bytes)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,7 @@ class BassGeneratorDeployment:
 
     def __init__(self, bundle: str, device: str = "auto", bf16: bool = False, torch_threads: int | None = None,
                  max_batch_size: int = 8, batch_wait_timeout_s: float = 0.1,
-                 registry: dict[str, Any] | None = None):
+                 registry: dict[str, Any] | None = None, stats: DeploymentHandle | None = None):
         import torch
 
         from bassray.inference import BassGenerator
@@ -64,25 +71,57 @@ class BassGeneratorDeployment:
         self.registry = {k: v for k, v in (registry or {}).items() if v}  # model, version, run id
         self.generator = BassGenerator.from_bundle(bundle, device=device,
                                                    dtype=torch.bfloat16 if bf16 else torch.float32)
-        self.generate.set_max_batch_size(max_batch_size)
-        self.generate.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._generate_batch.set_max_batch_size(max_batch_size)
+        self._generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.max_batch_size, self.batch_wait_timeout_s = max_batch_size, batch_wait_timeout_s
-        # Observed sizes: requests per @serve.batch call, and requests per shared DDIM loop.
-        self.batch_sizes: Counter[int] = Counter()
-        self.ddim_batch_sizes: Counter[int] = Counter()
+        self.board, self.metrics = stats, ServeMetrics("generator")
+        self.pending = 0  # requests in this replica: queued for a batch or in the running one
+        self.cancelled: set[str] = set()  # tokens of requests whose callers gave up
         log.info("loaded %s on %s (torch threads %d)", bundle, device, torch.get_num_threads())
 
+    async def generate(self, mix: np.ndarray, settings: Any) -> np.ndarray:
+        """One request; concurrent ones are batched by ``_generate_batch``."""
+        self.pending += 1
+        token = uuid.uuid4().hex
+        try:
+            return await self._generate_batch(mix, settings, token)
+        except asyncio.CancelledError:  # the caller gave up (timeout, disconnect): tell the batch
+            if len(self.cancelled) > 10_000:  # tokens of requests cancelled before they were batched
+                self.cancelled.clear()
+            self.cancelled.add(token)
+            raise
+        finally:
+            self.pending -= 1
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.1)
-    async def generate(self, mixes: list[np.ndarray], settings: list[Any]) -> list[np.ndarray]:
+    async def _generate_batch(self, mixes: list[np.ndarray], settings: list[Any], tokens: list[str]
+                              ) -> list[np.ndarray]:
         """``mixes``: ``[C, T]`` at the model's rate; ``settings``: ``GenerationSettings`` (one each)."""
-        self.batch_sizes[len(mixes)] += 1
+        started = time.perf_counter()
         hop = self.generator.hop
         # Same grouping key as BassGenerator.generate: latent length and step count.
         groups = Counter((-(-m.shape[-1] // hop), s.steps) for m, s in zip(mixes, settings))
-        self.ddim_batch_sizes.update(groups.values())
         # The model call blocks for seconds: run it off the event loop so the replica keeps
         # accepting (and queueing the next batch of) requests meanwhile.
-        return await asyncio.to_thread(self.generator.generate, mixes, settings)
+        wanted = set(tokens)
+
+        def stop_when_nobody_waits(step: int, total: int) -> None:
+            # A batch whose callers all gave up stops at the next step instead of running on
+            # for minutes and holding up the requests queued behind it.
+            if wanted <= self.cancelled:
+                raise GenerationAbandoned(f"every caller of this batch gave up (at step {step}/{total})")
+
+        try:
+            out = await asyncio.to_thread(self.generator.generate, mixes, settings, stop_when_nobody_waits)
+        finally:
+            self.cancelled -= wanted
+        seconds, queued = time.perf_counter() - started, max(0, self.pending - len(mixes))
+        self.metrics.batch(len(mixes), seconds, queued)
+        if self.board is not None:
+            await _report(self.board.record_batch.remote(
+                serve.get_replica_context().replica_id.unique_id, len(mixes), list(groups.values()), seconds,
+                queued, process_memory_mb()))
+        return out
 
     def info(self) -> dict[str, Any]:
         g = self.generator
@@ -93,16 +132,29 @@ class BassGeneratorDeployment:
                 "max_batch_size": self.max_batch_size,
                 "batch_wait_timeout_s": self.batch_wait_timeout_s, "registry": self.registry}
 
-    def stats(self) -> dict[str, Any]:
-        """Histograms ``{size: count}`` of this replica's batches (JSON keys are strings)."""
-        return {"replica": serve.get_replica_context().replica_id.unique_id,
-                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
-                "ddim_batch_sizes": {str(k): v for k, v in sorted(self.ddim_batch_sizes.items())},
-                "requests": sum(k * v for k, v in self.batch_sizes.items())}
+
+def _safe_name(filename: str | None) -> str:
+    """The upload's file stem, reduced to characters safe in a Content-Disposition header (no
+    quotes, slashes or control characters; a path in the name is dropped)."""
+    stem = Path((filename or "mix").replace("\\", "/")).stem
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_. ") else "_" for c in stem).strip(" .")
+    return safe[:100] or "mix"
 
 
-def _error(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"detail": reason}, status_code=status)
+class GenerationAbandoned(RuntimeError):
+    """Raised inside the sampler to stop a batch nobody waits for any more."""
+
+
+async def _report(call) -> None:
+    """Await a stats report briefly: stats never hold up or fail a request."""
+    try:
+        await asyncio.wait_for(call, timeout=2.0)
+    except Exception as exc:  # noqa: BLE001 - the board is best-effort
+        log.warning("stats report failed: %s", exc)
+
+
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": reason}, status_code=status, headers=headers)
 
 
 @serve.deployment(name="BassrayIngress", max_ongoing_requests=32, max_queued_requests=64,
@@ -112,15 +164,27 @@ def _error(status: int, reason: str) -> JSONResponse:
 class BassrayIngress:
     """HTTP: checks and decodes uploads, converts audio formats, forwards to the generator."""
 
-    def __init__(self, generator: DeploymentHandle, max_upload_mb: float = 50.0, max_seconds: float = 600.0):
-        self.generator = generator
-        self.limits = Limits(max_upload_bytes=int(max_upload_mb * 1e6), max_seconds=max_seconds)
+    def __init__(self, generator: DeploymentHandle, stats: DeploymentHandle | None = None,
+                 max_upload_mb: float = 50.0, max_seconds: float = 600.0, stall_timeout_s: float = 30.0,
+                 generation_timeout_s: float = 300.0, api_keys: list[str] | None = None,
+                 api_keys_file: str | None = None, rate_limit_per_minute: int | None = None):
+        self.generator, self.board = generator, stats
+        self.limits = Limits(max_upload_bytes=int(max_upload_mb * 1e6), max_seconds=max_seconds,
+                             stall_timeout_s=stall_timeout_s, generation_timeout_s=generation_timeout_s)
+        self.keyring = KeyRing(load_api_keys(api_keys, api_keys_file))
+        self.rate_limiter = RateLimiter(rate_limit_per_minute)
+        self.metrics = ServeMetrics("ingress")
+        install_openapi(app, keys_required=self.keyring.enabled)
         self._model_info: dict[str, Any] | None = None
 
     async def model_info(self) -> dict[str, Any]:
         if self._model_info is None:
             self._model_info = await self.generator.info.remote()
         return self._model_info
+
+    def _caller(self, request: Request) -> str:
+        return self.keyring.identify(request.headers.get("authorization"),
+                                     request.client.host if request.client else None)
 
     @app.get("/", response_class=HTMLResponse)
     async def page(self) -> HTMLResponse:
@@ -130,60 +194,86 @@ class BassrayIngress:
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/info")
-    async def info(self) -> dict[str, Any]:
+    @app.get("/info", responses=READ_RESPONSES)
+    async def info(self, request: Request) -> Any:
+        try:
+            self._caller(request)
+        except RequestError as exc:
+            return _error(exc.status, exc.reason, exc.headers)
         model = await self.model_info()
-        return {"model": model, "limits": self.limits.as_dict(), "defaults": model["sampler_defaults"]}
+        return {"model": model, "limits": self.limits.as_dict(), "defaults": model["sampler_defaults"],
+                "auth": "api key" if self.keyring.enabled else "none (this machine only)",
+                "rate_limit_per_minute": self.rate_limiter.per_minute}
 
-    @app.get("/stats")
-    async def stats(self) -> dict[str, Any]:
-        """Batch-size histograms of the generator replica that answers (one of them, if several)."""
-        return await self.generator.stats.remote()
+    @app.get("/stats", responses=READ_RESPONSES)
+    async def stats(self, request: Request) -> Any:
+        """Every replica's figures and their totals: requests by status and key, batch sizes,
+        queue length, latency percentiles, memory."""
+        try:
+            self._caller(request)
+        except RequestError as exc:
+            return _error(exc.status, exc.reason, exc.headers)
+        if self.board is None:
+            return _error(503, "this app was built without a stats board")
+        return await self.board.summary.remote()
 
-    @app.post("/generate")
+    @app.post("/generate", response_class=Response, responses=GENERATE_RESPONSES, openapi_extra=GENERATE_OPENAPI)
     async def generate(self, request: Request) -> Response:
         """multipart/form-data: ``mix`` (file), optional ``style`` (file), steps, cfg, rescale, seed,
         with_mix. Returns a WAV at the mix's rate, channel count and exact length."""
+        started, caller = time.perf_counter(), ANONYMOUS
         try:
-            check_declared_size(request.headers.get("content-length"), self.limits)
-            form = await self._read_form(request)
-            uploads = {name: form.get(name) for name in ("mix", "style")}
-            if not isinstance(uploads["mix"], UploadFile):
-                raise RequestError(422, "no mix file: send it as the multipart/form-data file field `mix` "
-                                        "(curl -F mix=@song.wav ...)")
-            if uploads["style"] is not None and not isinstance(uploads["style"], UploadFile):
-                if str(uploads["style"]).strip():
-                    raise RequestError(422, "style must be a file (multipart file field `style`)")
-                uploads["style"] = None
-            data = {name: await f.read() for name, f in uploads.items() if isinstance(f, UploadFile)}
-            if "style" in data and not data["style"] and not uploads["style"].filename:
-                del data["style"]  # an untouched browser file input sends an empty, unnamed part
-            check_uploaded_size(sum(len(d) for d in data.values()), self.limits)
-            model = await self.model_info()
-            params = parse_params(form, model["sampler_defaults"])
-            mix, rate = await run_in_threadpool(decode_upload, data["mix"], "mix", self.limits)
-            style, style_rate = None, rate
-            if "style" in data:
-                style, style_rate = await run_in_threadpool(decode_upload, data["style"], "style", self.limits)
+            caller = self._caller(request)
+            self.rate_limiter.admit(caller)
+            response = await self._handle(request)
         except RequestError as exc:
-            return _error(exc.status, exc.reason)
+            response = _error(exc.status, exc.reason, exc.headers)
+        except Exception as exc:  # a bug of ours: still a JSON reason, and counted
+            log.exception("unexpected error in /generate")
+            response = _error(500, f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
+        seconds = time.perf_counter() - started
+        self.metrics.request(response.status_code, caller, seconds)
+        if self.board is not None:
+            await _report(self.board.record_request.remote(
+                serve.get_replica_context().replica_id.unique_id, response.status_code, caller, seconds,
+                process_memory_mb()))
+        return response
+
+    async def _handle(self, request: Request) -> Response:
+        try:
+            body = await read_body(request, self.limits)
+        except RequestError as exc:  # the rest of the body is never read: close the connection
+            exc.headers.setdefault("Connection", "close")
+            raise
+        form = await parse_form(request, body)
+        del body
+        uploads = {name: form.get(name) for name in ("mix", "style")}
+        if not isinstance(uploads["mix"], UploadFile):
+            raise RequestError(422, "no mix file: send it as the multipart/form-data file field `mix` "
+                                    "(curl -F mix=@song.wav ...)")
+        if uploads["style"] is not None and not isinstance(uploads["style"], UploadFile):
+            if str(uploads["style"]).strip():
+                raise RequestError(422, "style must be a file (multipart file field `style`)")
+            uploads["style"] = None
+        data = {name: await f.read() for name, f in uploads.items() if isinstance(f, UploadFile)}
+        if "style" in data and not data["style"] and not uploads["style"].filename:
+            del data["style"]  # an untouched browser file input sends an empty, unnamed part
+        check_uploaded_size(sum(len(d) for d in data.values()), self.limits)
+        model = await self.model_info()
+        params = parse_params(form, model["sampler_defaults"])
+        mix, rate = await run_in_threadpool(decode_upload, data["mix"], "mix", self.limits)
+        style, style_rate = None, rate
+        if "style" in data:
+            style, style_rate = await run_in_threadpool(decode_upload, data["style"], "style", self.limits)
         body = await self._generate(mix, rate, style, style_rate, params, model)
-        if isinstance(body, JSONResponse):
-            return body
-        name = Path(uploads["mix"].filename or "mix").stem
+        name = _safe_name(uploads["mix"].filename)
         return Response(body, media_type="audio/wav", headers={
             "Content-Disposition": f'attachment; filename="{name}-{"mix+bass" if params.with_mix else "bass"}.wav"',
             "X-Bassray-Seed": str(params.seed), "X-Bassray-Steps": str(params.steps),
             "X-Bassray-Sample-Rate": str(rate)})
 
-    async def _read_form(self, request: Request):
-        try:
-            return await request.form(max_files=4, max_fields=16)
-        except HTTPException as exc:  # starlette's own multipart errors
-            raise RequestError(400, f"malformed multipart/form-data body: {exc.detail}") from None
-
     async def _generate(self, mix: np.ndarray, rate: int, style: np.ndarray | None, style_rate: int,
-                        params: GenerateParams, model: dict[str, Any]) -> bytes | JSONResponse:
+                        params: GenerateParams, model: dict[str, Any]) -> bytes:
         from bassray.audio import conform
         from bassray.inference import GenerationSettings
         model_rate, model_channels = model["sample_rate"], model["channels"]
@@ -193,12 +283,26 @@ class BassrayIngress:
             model_style = await run_in_threadpool(conform, style, style_rate, model_rate, model_channels)
         settings = GenerationSettings(steps=params.steps, cfg_weight=params.cfg_weight,
                                       rescale_phi=params.rescale_phi, seed=params.seed, style_audio=model_style)
+        pending = self.generator.generate.remote(model_mix, settings)
+        timeout = self.limits.generation_timeout_s
         try:
-            bass = await self.generator.generate.remote(model_mix, settings)
+            bass = await asyncio.wait_for(pending, timeout=timeout)
+        except asyncio.TimeoutError:
+            pending.cancel()  # the replica drops it from its batch queue; its other requests go on
+            raise RequestError(504, f"generation took longer than this server's limit of {timeout:g} s "
+                                    f"({params.steps} steps, {mix.shape[1] / rate:.0f} s of audio): try fewer "
+                                    f"steps or a shorter mix") from None
+        except BackPressureError:
+            raise RequestError(503, "every generator replica's queue is full: retry shortly",
+                               headers={"Retry-After": "2"}) from None
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            log.warning("generator replica unavailable: %s", exc)
+            raise RequestError(503, "the generator replica is restarting: retry shortly",
+                               headers={"Retry-After": "5"}) from None
         except Exception as exc:  # the model failed: the client cannot fix it, so 500 with the cause
             log.exception("generation failed")
             first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-            return _error(500, f"generation failed: {type(exc).__name__}: {first_line}")
+            raise RequestError(500, f"generation failed: {type(exc).__name__}: {first_line}") from None
 
         def encode() -> bytes:
             out = to_input_format(bass, model_rate, rate, mix.shape[0], mix.shape[1])
@@ -217,8 +321,18 @@ class AppArgs(BaseModel):
     torch_threads: int | None = Field(None, ge=1, description="torch threads per generator replica")
     max_batch_size: int = Field(8, ge=1, le=256)
     batch_wait_timeout_s: float = Field(0.1, ge=0.0)
-    max_upload_mb: float = Field(50.0, gt=0.0)
-    max_seconds: float = Field(600.0, gt=0.0)
+    max_upload_mb: float = Field(50.0, gt=0.0, description="per request (mix + style); counted while the body "
+                                                           "streams in, larger -> 413")
+    max_seconds: float = Field(600.0, gt=0.0, description="per file, from its header; longer -> 413")
+    stall_timeout_s: float = Field(30.0, gt=0.0, description="an upload that sends nothing this long -> 408")
+    generation_timeout_s: float = Field(300.0, gt=0.0, description="a generation that takes longer -> 504")
+    api_keys: list[str] | None = Field(None, description="`name:secret` or `secret` entries; clients send "
+                                                         "`Authorization: Bearer <secret>`")
+    api_keys_file: str | None = Field(None, description="a file of keys, one per line (default: env "
+                                                        "BASSRAY_API_KEYS_FILE)")
+    rate_limit_per_minute: int | None = Field(None, ge=1, description="per key and ingress replica; more -> 429")
+    require_api_key: bool = Field(False, description="refuse to build without keys (bassray serve sets it "
+                                                     "when binding a host other than 127.0.0.1)")
     num_replicas: int = Field(1, ge=1, description="generator replicas when not autoscaling")
     min_replicas: int | None = Field(None, ge=0, description="set max_replicas to autoscale the generator")
     max_replicas: int | None = Field(None, ge=1)
@@ -260,10 +374,20 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
             "target_ongoing_requests": opts.target_ongoing_requests or opts.max_batch_size}
     else:
         generator_options["num_replicas"] = opts.num_replicas
+    keys = load_api_keys(opts.api_keys, opts.api_keys_file)  # a broken keys file fails here, not per request
+    if opts.require_api_key and not keys:
+        raise ValueError("this server binds a host other than 127.0.0.1, so it needs API keys: pass "
+                         "api_keys=[...] or api_keys_file=PATH, or set BASSRAY_API_KEYS_FILE "
+                         "(python -c \"import secrets; print(secrets.token_urlsafe())\" makes one)")
+    board = StatsBoard.bind()
     generator = BassGeneratorDeployment.options(**generator_options).bind(
         bundle, device=opts.device, bf16=opts.bf16, torch_threads=opts.torch_threads,
         max_batch_size=opts.max_batch_size, batch_wait_timeout_s=opts.batch_wait_timeout_s,
-        registry={"model": opts.model, "model_version": opts.model_version, "run_id": opts.run_id})
+        registry={"model": opts.model, "model_version": opts.model_version, "run_id": opts.run_id}, stats=board)
     ingress = BassrayIngress.options(max_ongoing_requests=opts.ingress_max_ongoing_requests,
                                      max_queued_requests=opts.max_queued_requests)
-    return ingress.bind(generator, max_upload_mb=opts.max_upload_mb, max_seconds=opts.max_seconds)
+    return ingress.bind(generator, board, max_upload_mb=opts.max_upload_mb, max_seconds=opts.max_seconds,
+                        stall_timeout_s=opts.stall_timeout_s, generation_timeout_s=opts.generation_timeout_s,
+                        # The path, not the secrets: each ingress reads the file (a mounted secret) itself.
+                        api_keys=opts.api_keys, api_keys_file=opts.api_keys_file or os.environ.get(API_KEYS_FILE_ENV),
+                        rate_limit_per_minute=opts.rate_limit_per_minute)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import secrets
+import struct
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -20,24 +21,34 @@ STEPS_RANGE = (1, 1000)
 CFG_RANGE = (0.0, 20.0)
 RESCALE_RANGE = (0.0, 1.0)
 SEED_RANGE = (0, 2**63 - 1)
+# What an uploaded file may be: below 8 kHz there is no music to accompany, above 192 kHz and
+# beyond stereo nobody mixes a song (and the resampler's memory grows with both).
+SAMPLE_RATE_RANGE = (8000, 192000)
+MAX_CHANNELS = 2
+MIN_SECONDS = 0.5  # shorter than a beat: nothing to play a bass line under
+FORM_SLACK_BYTES = 65536  # multipart boundaries and the small form fields around the files
 TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 class RequestError(Exception):
     """A request the server refuses: ``status`` is the HTTP code, ``reason`` goes to the client."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.headers = status, reason, dict(headers or {})
 
 
 @dataclass(frozen=True)
 class Limits:
     max_upload_bytes: int
     max_seconds: float
+    stall_timeout_s: float = 30.0
+    generation_timeout_s: float = 300.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"max_upload_mb": self.max_upload_bytes / 1e6, "max_seconds": self.max_seconds,
+                "min_seconds": MIN_SECONDS, "sample_rate": list(SAMPLE_RATE_RANGE), "max_channels": MAX_CHANNELS,
+                "stall_timeout_s": self.stall_timeout_s, "generation_timeout_s": self.generation_timeout_s,
                 "steps": list(STEPS_RANGE), "cfg": list(CFG_RANGE), "rescale": list(RESCALE_RANGE),
                 "seed": list(SEED_RANGE)}
 
@@ -99,7 +110,9 @@ def check_declared_size(content_length: str | None, limits: Limits) -> None:
         declared = int(content_length)
     except ValueError:
         raise RequestError(400, f"Content-Length {content_length!r} is not a number") from None
-    if declared > limits.max_upload_bytes + 65536:
+    if declared < 0:
+        raise RequestError(400, f"Content-Length {content_length!r} is negative")
+    if declared > limits.max_upload_bytes + FORM_SLACK_BYTES:
         raise RequestError(413, f"upload of {declared / 1e6:.1f} MB is larger than this server's limit of "
                                 f"{limits.max_upload_bytes / 1e6:.1f} MB: send a shorter or compressed file "
                                 f"(FLAC, OGG or MP3)")
@@ -119,25 +132,79 @@ def decode_upload(data: bytes, field: str, limits: Limits) -> tuple[np.ndarray, 
         raise RequestError(400, f"the {field} file is empty")
     try:
         with sf.SoundFile(io.BytesIO(data)) as probe:
-            rate, frames = int(probe.samplerate), int(probe.frames)
+            rate, channels, frames = int(probe.samplerate), int(probe.channels), int(probe.frames)
     except Exception as exc:  # soundfile raises several types for unreadable input
         raise RequestError(400, f"cannot read the {field} file as audio: {exc}. "
                                 f"Send WAV, FLAC, OGG or MP3.") from None
-    if rate > 0 and frames / rate > limits.max_seconds:
-        raise RequestError(413, f"the {field} file is {frames / rate:.1f} s long; this server accepts at most "
-                                f"{limits.max_seconds:g} s: cut it into shorter parts")
+    check_format(field, rate, channels)
+    check_wav_chunks(field, data, limits)
+    check_duration(field, frames / rate, limits)
     try:
         audio, rate = read_audio(data, name=f"the {field} file")
     except AudioReadError as exc:
         raise RequestError(400, f"{exc}") from None
     if not np.isfinite(audio).all():
         raise RequestError(400, f"the {field} file holds NaN or infinite samples")
-    if audio.shape[1] / rate > limits.max_seconds:  # headers of some formats only estimate frames
-        raise RequestError(413, f"the {field} file is {audio.shape[1] / rate:.1f} s long; this server accepts "
-                                f"at most {limits.max_seconds:g} s: cut it into shorter parts")
+    check_header(field, rate, audio.shape[0], audio.shape[1], limits)  # some headers only estimate frames
     return audio, rate
 
 
+def check_header(field: str, rate: int, channels: int, frames: int, limits: Limits) -> None:
+    """Refuse a file by what its header says, before decoding it."""
+    check_format(field, rate, channels)
+    check_duration(field, frames / rate, limits)
+
+
+def check_format(field: str, rate: int, channels: int) -> None:
+    lo, hi = SAMPLE_RATE_RANGE
+    if not lo <= rate <= hi:
+        raise RequestError(422, f"the {field} file's sample rate is {rate} Hz; this server accepts {lo}..{hi} Hz")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise RequestError(422, f"the {field} file has {channels} channels; this server accepts mono or stereo: "
+                                f"downmix it first")
+
+
+def check_duration(field: str, seconds: float, limits: Limits) -> None:
+    if seconds > limits.max_seconds:
+        raise RequestError(413, f"the {field} file is {seconds:.1f} s long; this server accepts at most "
+                                f"{limits.max_seconds:g} s: cut it into shorter parts")
+    if seconds < MIN_SECONDS:
+        raise RequestError(422, f"the {field} file is {seconds:.3f} s long; it must hold at least "
+                                f"{MIN_SECONDS:g} s of music")
+
+
+def wav_data_chunk(data: bytes) -> tuple[int, int, int, int] | None:
+    """For a RIFF/WAVE file: ``(rate, block_align, declared data bytes, data bytes present)`` from
+    its chunks, or None when it is not a WAV or declares no size (0 or 0xFFFFFFFF: streamed)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos, rate, block = 12, None, None
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        if chunk == b"fmt " and pos + 24 <= len(data):
+            _, _, rate, _, block = struct.unpack("<HHIIH", data[pos + 8:pos + 22])
+        elif chunk == b"data":
+            if rate is None or not block or size in (0, 0xFFFFFFFF):
+                return None
+            return rate, block, size, len(data) - pos - 8
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def check_wav_chunks(field: str, data: bytes, limits: Limits) -> None:
+    """A WAV whose data chunk claims more than the file holds: refused by what it claims (libsndfile
+    would quietly read the part that is there)."""
+    chunk = wav_data_chunk(data)
+    if chunk is None:
+        return
+    rate, block, declared, present = chunk
+    claimed_s = declared / block / max(rate, 1)
+    if claimed_s > limits.max_seconds:
+        raise RequestError(413, f"the {field} file's header claims {claimed_s:.1f} s of audio; this server accepts "
+                                f"at most {limits.max_seconds:g} s")
+    if declared > present + block:
+        raise RequestError(400, f"the {field} file is truncated: its header claims {claimed_s:.1f} s, the file "
+                                f"holds {present / block / max(rate, 1):.1f} s; upload the whole file")
 def to_input_format(audio: np.ndarray, model_rate: int, rate: int, channels: int, length: int) -> np.ndarray:
     """Model output ``[C', T']`` -> the input's rate, channel count and exact length ``[channels, length]``."""
     out = conform(audio, model_rate, rate, channels)

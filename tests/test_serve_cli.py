@@ -89,3 +89,19 @@ def test_serve_rejects_an_unknown_model_before_starting(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bassray.cli", "serve", str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "not a bundle folder" in done.stderr
+
+
+def test_serve_beyond_this_machine_needs_keys(tmp_path):
+    from bassray.bench.untrained_bundle import write_untrained_bundle
+    from bassray.config import load_config
+    bundle = write_untrained_bundle(tmp_path / "bundle", load_config("tiny"))
+    env = cluster_env(BASSRAY_HOME=str(tmp_path / "home"))
+    env.pop("BASSRAY_API_KEYS_FILE", None)
+    serve = [sys.executable, "-m", "bassray.cli", "serve", str(bundle), "--host", "0.0.0.0"]
+    done = subprocess.run(serve, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "needs API keys" in done.stderr
+    weak = tmp_path / "keys"
+    weak.write_text("alice:short\n")
+    done = subprocess.run(serve + ["--api-keys-file", str(weak)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "at least 16" in done.stderr

@@ -79,3 +79,35 @@ def test_build_app_accepts_a_bundle_uri_and_refuses_an_empty_one(tmp_path):
         build_app({"bundle": (tmp_path / "empty").as_uri()})
     with pytest.raises(FileNotFoundError, match="not a bundle folder"):
         build_app({"bundle": str(tmp_path / "empty")})
+
+
+def _pcm_wav(frames: int, rate: int = 8000, channels: int = 1) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((frames, channels), np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _with_data_size(wav: bytes, size: int) -> bytes:
+    out = bytearray(wav)
+    at = out.find(b"data")
+    out[at + 4:at + 8] = size.to_bytes(4, "little")
+    return bytes(out)
+
+
+@pytest.mark.parametrize("name,data,status,words", [pytest.param(*case, id=case[0]) for case in [
+    ("rate of 1 Hz", _pcm_wav(4, rate=1), 422, "sample rate"),
+    ("8 channels at 192 kHz", _pcm_wav(192000, rate=192000, channels=8), 422, "channels"),
+    ("no frames", _pcm_wav(0), 422, "at least"),
+    ("a header claiming 3 hours", _with_data_size(_pcm_wav(8000), 8000 * 2 * 3600 * 3), 413, "claims"),
+    ("cut to 300 bytes", _pcm_wav(8000)[:300], 400, "truncated"),
+    ("NaN samples", _wav(np.full((1, 8000), np.nan, np.float32), 8000), 400, "NaN"),
+]])
+def test_files_refused_by_their_header_or_content(name, data, status, words):
+    with pytest.raises(RequestError) as err:
+        decode_upload(data, "mix", LIMITS)
+    assert err.value.status == status and words in err.value.reason, (name, err.value.reason)
+
+
+def test_a_streamed_wav_without_a_declared_size_is_read():
+    audio, rate = decode_upload(_with_data_size(_pcm_wav(8000), 0xFFFFFFFF), "mix", LIMITS)
+    assert rate == 8000 and audio.shape == (1, 8000)
