@@ -1,11 +1,11 @@
 """Serving throughput: N concurrent POST /generate requests against the Ray Serve app.
 
-    python jobs/benchmark.py serve --concurrency 8 --seconds 5 --steps 8           # untrained tiny bundle
+    python jobs/benchmark.py serve                        # untrained tiny bundle, concurrency 1,4,8,16
     python jobs/benchmark.py serve --bundle ~/bassray/bundles/diffusion-paper --gpus-per-replica 1
 
-Starts a local Ray (or joins --address), deploys ``serve.app:build_app`` on a free port, sends one
-warm-up request, then ``rounds`` bursts of ``concurrency`` requests (plus, for comparison, the same
-number one after another) and prints requests/s, latency percentiles and the observed batch sizes.
+Starts a local Ray (or joins --address), deploys ``serve.app:build_app`` twice on a free port (batching
+on and off), and for each concurrency keeps that many requests in flight until ``--requests`` are
+answered; prints requests/s and latency p50/p95/p99 as a table, and the observed batch sizes.
 """
 from __future__ import annotations
 
@@ -51,15 +51,27 @@ def _timed_post(url: str, mix: bytes, steps: int, seed: int) -> float:
 
 def _summary(latencies: list[float], wall_s: float) -> dict[str, float]:
     lat = np.asarray(latencies)
-    return {"requests": len(lat), "wall_s": wall_s, "requests_per_s": len(lat) / wall_s,
-            "latency_p50_s": float(np.percentile(lat, 50)), "latency_p90_s": float(np.percentile(lat, 90)),
-            "latency_max_s": float(lat.max())}
+    p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+    return {"requests": len(lat), "wall_s": round(wall_s, 2), "requests_per_s": round(len(lat) / wall_s, 2),
+            "latency_p50_s": round(float(p50), 3), "latency_p95_s": round(float(p95), 3),
+            "latency_p99_s": round(float(p99), 3)}
 
 
-def benchmark_serve(bundle: str | None = None, config_name: str = "tiny", concurrency: int = 8,
-                    seconds: float = 5.0, steps: int = 8, rounds: int = 3, max_batch_size: int = 8,
-                    batch_wait_timeout_s: float = 0.1, torch_threads: int | None = None,
+def _load(url: str, mix: bytes, steps: int, concurrency: int, requests_per_cell: int) -> dict[str, float]:
+    """``requests_per_cell`` requests with ``concurrency`` in flight at all times (closed loop)."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(lambda i: _timed_post(url, mix, steps, seed=i), range(requests_per_cell)))
+    return _summary(latencies, time.perf_counter() - start)
+
+
+def benchmark_serve(bundle: str | None = None, config_name: str = "tiny", concurrencies=(1, 4, 8, 16),
+                    seconds: float = 5.0, steps: int = 8, requests_per_cell: int = 48, max_batch_size: int = 16,
+                    batch_wait_timeout_s: float = 0.05, torch_threads: int | None = None,
                     gpus_per_replica: float = 0.0, address: str | None = None, num_cpus: int = 2) -> dict[str, Any]:
+    """Requests/s and latency percentiles at each concurrency, with batching on (up to
+    ``max_batch_size`` requests share a DDIM loop) and off (``max_batch_size=1``): two apps, one
+    generator replica each, measured one after the other."""
     import ray
     import requests
     from ray import serve
@@ -68,55 +80,58 @@ def benchmark_serve(bundle: str | None = None, config_name: str = "tiny", concur
     from bassray.config import load_config
     from serve.app import build_app
 
+    table, batches = [], {}
     with tempfile.TemporaryDirectory(prefix="bassray-serve-bench-") as tmp:
         if bundle is None:
             bundle = str(write_untrained_bundle(f"{tmp}/diffusion", load_config(config_name)))
         ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
                  log_to_driver=False)
         port = _free_port()
-        url = f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
+        mix = _test_mix(seconds)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            serve.run(build_app({"bundle": bundle, "max_batch_size": max_batch_size,
-                                 "batch_wait_timeout_s": batch_wait_timeout_s, "torch_threads": torch_threads,
-                                 "gpus_per_replica": gpus_per_replica}), name="bassray-bench")
-            mix = _test_mix(seconds)
-            _timed_post(url, mix, steps, seed=0)  # warm-up: first-call allocations, thread pools
-            sequential_start = time.perf_counter()
-            sequential = [_timed_post(url, mix, steps, seed=i) for i in range(concurrency)]
-            sequential_wall = time.perf_counter() - sequential_start
-            before = requests.get(f"{url}/stats", timeout=60).json()
-            latencies, concurrent_wall = [], 0.0
-            with ThreadPoolExecutor(concurrency) as pool:
-                for r in range(rounds):
-                    start = time.perf_counter()
-                    latencies += list(pool.map(lambda i: _timed_post(url, mix, steps, seed=1000 * r + i),
-                                               range(concurrency)))
-                    concurrent_wall += time.perf_counter() - start
-            after = requests.get(f"{url}/stats", timeout=60).json()
-            info = requests.get(f"{url}/info", timeout=60).json()["model"]
+            for batching, size in (("on", max_batch_size), ("off", 1)):
+                serve.run(build_app({"bundle": bundle, "max_batch_size": size, "cpus_per_replica": 0.75,
+                                     "batch_wait_timeout_s": batch_wait_timeout_s, "torch_threads": torch_threads,
+                                     "gpus_per_replica": gpus_per_replica, "max_queued_requests": -1,
+                                     "ingress_max_ongoing_requests": 4 * max(concurrencies)}),
+                          name=f"batching-{batching}", route_prefix=f"/{batching}")
+            for batching in ("on", "off"):
+                url = f"{base}/{batching}"
+                _timed_post(url, mix, steps, seed=0)  # warm-up: first-call allocations, thread pools
+                for concurrency in concurrencies:
+                    row = _load(url, mix, steps, concurrency, max(requests_per_cell, 2 * concurrency))
+                    table.append({"batching": batching, "concurrency": concurrency, **row})
+                    log.info("batching %s, concurrency %d: %s", batching, concurrency, row)
+                batches[batching] = requests.get(f"{url}/stats", timeout=60).json()["batch_sizes"]
+            info = requests.get(f"{base}/on/info", timeout=60).json()["model"]
         finally:
             serve.shutdown()
             ray.shutdown()
-    batches = {k: v - before["batch_sizes"].get(k, 0) for k, v in after["batch_sizes"].items()}
-    return {"bundle": bundle, "config": info["config"], "device": info["device"],
+    return {"bundle": bundle, "config": info["config"], "device": info["device"], "dtype": info["dtype"],
             "unet_parameters": info["unet_parameters"], "audio_seconds": seconds, "steps": steps,
-            "concurrency": concurrency, "rounds": rounds, "max_batch_size": max_batch_size,
-            "batch_wait_timeout_s": batch_wait_timeout_s,
-            "concurrent": _summary(latencies, concurrent_wall),
-            "sequential": _summary(sequential, sequential_wall),
-            "batch_sizes": {k: v for k, v in batches.items() if v > 0}}
+            "max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s,
+            "table": table, "batch_sizes": batches}
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    lines = ["| batching | concurrency | requests/s | p50 s | p95 s | p99 s |", "|---|---:|---:|---:|---:|---:|"]
+    for row in result["table"]:
+        lines.append(f"| {row['batching']} | {row['concurrency']} | {row['requests_per_s']:.2f} | "
+                     f"{row['latency_p50_s']:.2f} | {row['latency_p95_s']:.2f} | {row['latency_p99_s']:.2f} |")
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", default=None, help="diffusion bundle (default: an untrained one of --config)")
     parser.add_argument("--config", default="tiny", help="preset for the untrained bundle (default: tiny)")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight per burst")
+    parser.add_argument("--concurrency", default="1,4,8,16", help="comma-separated concurrencies to measure")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each request's mix")
     parser.add_argument("--steps", type=int, default=8, help="DDIM steps per request")
-    parser.add_argument("--rounds", type=int, default=3, help="bursts to time")
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--batch-wait-timeout-s", type=float, default=0.1)
+    parser.add_argument("--requests", type=int, default=48, help="requests per table cell")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="with batching on")
+    parser.add_argument("--batch-wait-timeout-s", type=float, default=0.05)
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads in the generator")
     parser.add_argument("--gpus-per-replica", type=float, default=0.0)
     parser.add_argument("--address", default=None, help="join a running Ray cluster instead of starting one")
@@ -124,12 +139,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    result = benchmark_serve(args.bundle, args.config, args.concurrency, args.seconds, args.steps, args.rounds,
-                             args.max_batch_size, args.batch_wait_timeout_s, args.torch_threads,
-                             args.gpus_per_replica, args.address, args.num_cpus)
-    c, s = result["concurrent"], result["sequential"]
+    result = benchmark_serve(args.bundle, args.config, tuple(int(c) for c in args.concurrency.split(",")),
+                             args.seconds, args.steps, args.requests, args.max_batch_size,
+                             args.batch_wait_timeout_s, args.torch_threads, args.gpus_per_replica,
+                             args.address, args.num_cpus)
     print(json.dumps(result, indent=2))
-    print(f"{result['concurrency']} concurrent x {result['audio_seconds']:g} s at {result['steps']} steps "
-          f"({result['config']}, {result['device']}): {c['requests_per_s']:.2f} req/s, latency p50 "
-          f"{c['latency_p50_s']:.2f} s, p90 {c['latency_p90_s']:.2f} s; one at a time: "
-          f"{s['requests_per_s']:.2f} req/s, {s['latency_p50_s']:.2f} s; batches {result['batch_sizes']}")
+    print(f"{result['config']} ({result['unet_parameters'] / 1e6:.1f}M U-Net, {result['device']}, {result['dtype']}): "
+          f"{result['audio_seconds']:g} s mixes at {result['steps']} steps")
+    print(markdown_table(result))

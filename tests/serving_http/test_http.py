@@ -87,3 +87,23 @@ def test_concurrent_requests_share_batches(apps, mono_mix):
     generator = after["replicas"]["generator"]
     assert len(generator) == 1 and generator[0]["rss_mb"] > 0 and generator[0]["batch_latency_s"]["count"] >= 1
 
+
+
+def test_stats_are_exported_as_ray_serve_metrics(apps, mono_mix):
+    """The Prometheus endpoint of the node's metrics agent carries the app's own series."""
+    import time
+
+    import ray
+    import requests
+    assert _post(apps.url, mono_mix, steps=1).status_code == 200
+    port = ray.nodes()[0]["MetricsExportPort"]
+    wanted = ("ray_bassray_requests", "ray_bassray_batch_size", "ray_bassray_queue_length")
+    deadline, text = time.monotonic() + 90, ""
+    while time.monotonic() < deadline:  # the agent exports every few seconds
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if all(name in text for name in wanted):
+            break
+        time.sleep(3)
+    missing = [name for name in wanted if name not in text]
+    assert not missing, (missing, [line for line in text.splitlines() if "bassray" in line][:10])
+    assert 'status="200"' in "\n".join(line for line in text.splitlines() if line.startswith("ray_bassray_requests"))
