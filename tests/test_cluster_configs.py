@@ -227,3 +227,14 @@ def test_secret_scan_fires():
     assert secret_problems("env: {AWS_ACCESS_KEY_ID: AKIAABCDEFGHIJKLMNOP}")
     assert secret_problems("RAY_AUTH_TOKEN=3f2a9c0e5b7d4e1fa8c6b2d0e9f1a3c5 ray start")
     assert not secret_problems("aws secretsmanager get-secret-value --secret-id bassray/ray-auth-token")
+
+
+def test_serve_configs_that_face_users_require_keys():
+    """The deploy configs bind beyond 127.0.0.1, so their app args require API keys from a file."""
+    serve_config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    rayservice = yaml.safe_load((CLUSTER / "kuberay" / "rayservice.yaml").read_text())
+    apps = serve_config["applications"] + yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]
+    assert serve_config["http_options"]["host"] == "0.0.0.0"
+    for app in apps:
+        assert app["args"]["require_api_key"] is True and app["args"]["api_keys_file"].startswith("/etc/")
+        assert "api_keys" not in app["args"]  # secrets live in a mounted file, not in the config

@@ -111,3 +111,17 @@ def test_files_refused_by_their_header_or_content(name, data, status, words):
 def test_a_streamed_wav_without_a_declared_size_is_read():
     audio, rate = decode_upload(_with_data_size(_pcm_wav(8000), 0xFFFFFFFF), "mix", LIMITS)
     assert rate == 8000 and audio.shape == (1, 8000)
+
+
+def test_build_app_that_requires_keys_refuses_to_start_without_them(tmp_path, monkeypatch):
+    from bassray.bench.untrained_bundle import write_untrained_bundle
+    from bassray.config import load_config
+    from serve.access import KeyConfigError
+    from serve.app import build_app
+    monkeypatch.delenv("BASSRAY_API_KEYS_FILE", raising=False)
+    bundle = str(write_untrained_bundle(tmp_path / "bundle", load_config("tiny")))
+    with pytest.raises(ValueError, match="needs API keys"):
+        build_app({"bundle": bundle, "require_api_key": True})
+    assert build_app({"bundle": bundle, "require_api_key": True, "api_keys": ["ops:" + "k" * 24]}) is not None
+    with pytest.raises(KeyConfigError, match="cannot read"):
+        build_app({"bundle": bundle, "api_keys_file": str(tmp_path / "absent")})
