@@ -18,13 +18,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray
-    ray.shutdown()
+def ray_local(ray_session):
+    """The session's local Ray (another ray.init here fails when an earlier module started it)."""
+    ray_session.data.DataContext.get_current().enable_progress_bars = False
+    return ray_session
 
 
 def corrupt_one_member(shard: str) -> None:

@@ -80,28 +80,20 @@ def test_serve_a_registered_model(tmp_path):
     assert proc.returncode == 0, proc.stdout.read()[-3000:]
 
 
-def test_serve_rejects_an_unknown_model_before_starting(tmp_path):
-    env = cluster_env(BASSRAY_HOME=str(tmp_path / "home"))
-    env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run([sys.executable, "-m", "bassray.cli", "serve", "models:/no-such-model/3"], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "not in the registry" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "bassray.cli", "serve", str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "not a bundle folder" in done.stderr
-
-
-def test_serve_beyond_this_machine_needs_keys(tmp_path):
-    from bassray.bench.untrained_bundle import write_untrained_bundle
-    from bassray.config import load_config
-    bundle = write_untrained_bundle(tmp_path / "bundle", load_config("tiny"))
-    env = cluster_env(BASSRAY_HOME=str(tmp_path / "home"))
-    env.pop("BASSRAY_API_KEYS_FILE", None)
-    serve = [sys.executable, "-m", "bassray.cli", "serve", str(bundle), "--host", "0.0.0.0"]
-    done = subprocess.run(serve, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "needs API keys" in done.stderr
+def test_serve_refuses_before_starting_anything(tmp_path, monkeypatch, caplog):
+    """Bad sources and unsafe settings end with exit code 2 and a reason, before Ray starts
+    (in-process: the CLI checks everything ahead of ray.init)."""
+    from bassray.cli import main
+    monkeypatch.setenv("BASSRAY_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("BASSRAY_API_KEYS_FILE", raising=False)
+    bundle = str(write_untrained_bundle(tmp_path / "bundle", load_config("tiny")))
     weak = tmp_path / "keys"
     weak.write_text("alice:short\n")
-    done = subprocess.run(serve + ["--api-keys-file", str(weak)], env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 2 and "at least 16" in done.stderr
+    for argv, reason in ((["models:/no-such-model/3"], "not in the registry"),
+                         ([str(tmp_path)], "not a bundle folder"),
+                         ([bundle, "--host", "0.0.0.0"], "needs API keys"),
+                         ([bundle, "--host", "0.0.0.0", "--api-keys-file", str(weak)], "at least 16")):
+        caplog.clear()
+        assert main(["serve", *argv]) == 2, argv
+        assert reason in caplog.text, (argv, caplog.text)
