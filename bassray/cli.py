@@ -87,13 +87,15 @@ def cmd_quickstart(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from bassray.distributed.evaluate import evaluate
-    from bassray.eval.evaluate import fit_table
+    from bassray.eval.evaluate import fad_table, fit_table
     report = evaluate(args.bundle, args.shards, args.out, splits=args.split.split(","), songs=args.songs,
                       steps=args.steps, seed=args.seed, actors=args.actors)
     print(fit_table(report))
     print(f"\ngenerated bass: {report['generated_floor_to_ceiling']:.2f} of the way from floor to ceiling "
           f"(chord-tone); level {report['generated_level_minus_true_db']:+.1f} dB vs the true bass; "
           f"reconstruction pitch accuracy {report['reconstruction_fidelity'].get('pitch_accuracy', float('nan')):.2f}")
+    if report.get("fad"):
+        print("\n" + fad_table(report["fad"]))
     print(f"report: {args.out}/report.md and report.json")
     return 0
 
@@ -171,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1, help="variations (seed, seed+1, ...)")
     p.add_argument("--with-mix", type=Path, default=None, help="also write mix + generated bass here")
+    p.add_argument("--midi", type=Path, default=None,
+                   help="also write the bass line's notes as a MIDI file (pYIN f0 + onsets; one bass track)")
     p.add_argument("--model-level", action="store_true",
                    help="keep the model's own output level instead of the training collection's "
                         "median bass-to-mix level")

@@ -31,7 +31,7 @@ def variation_path(path: Path, index: int, count: int) -> Path:
 def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, steps: int,
                    cfg_weight: float, rescale_phi: float, seed: int, num_samples: int = 1,
                    style_path: Path | None = None, with_mix: Path | None = None,
-                   match_level: bool = True) -> list[Path]:
+                   match_level: bool = True, midi: Path | None = None) -> list[Path]:
     mix, in_rate = read_audio(mix_path)
     rate, channels = generator.sample_rate, generator.channels
     style = None
@@ -53,6 +53,11 @@ def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, st
         written.append(write_audio(variation_path(output, i, num_samples), out, in_rate))
         if with_mix is not None:
             written.append(write_audio(variation_path(with_mix, i, num_samples), mix + out, in_rate))
+        if midi is not None:  # the bass line as notes, for a DAW
+            from bassray.eval.transcribe import notes_to_midi, transcribe
+            path = variation_path(midi, i, num_samples)
+            notes_to_midi(transcribe(out, in_rate), path)
+            written.append(path)
     return written
 
 
@@ -66,7 +71,7 @@ def generate_command(args) -> int:
         cfg_weight=sampler.cfg_weight if args.cfg is None else args.cfg,
         rescale_phi=sampler.rescale_phi if args.rescale is None else args.rescale,
         seed=args.seed, num_samples=args.num_samples, style_path=args.style, with_mix=args.with_mix,
-        match_level=not args.model_level)
+        match_level=not args.model_level, midi=args.midi)
     for path in paths:
         print(path)
     return 0

@@ -141,6 +141,18 @@ def _safe_name(filename: str | None) -> str:
     return safe[:100] or "mix"
 
 
+def _wav_and_midi_zip(name: str, audio: bytes, bass: np.ndarray, rate: int) -> bytes:
+    import io
+    import zipfile
+
+    from bassray.eval.transcribe import midi_bytes, transcribe
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{name}.wav", audio)
+        archive.writestr(f"{name}.mid", midi_bytes(transcribe(bass, rate)))
+    return buffer.getvalue()
+
+
 class GenerationAbandoned(RuntimeError):
     """Raised inside the sampler to stop a batch nobody waits for any more."""
 
@@ -265,15 +277,21 @@ class BassrayIngress:
         style, style_rate = None, rate
         if "style" in data:
             style, style_rate = await run_in_threadpool(decode_upload, data["style"], "style", self.limits)
-        body = await self._generate(mix, rate, style, style_rate, params, model)
-        name = _safe_name(uploads["mix"].filename)
-        return Response(body, media_type="audio/wav", headers={
-            "Content-Disposition": f'attachment; filename="{name}-{"mix+bass" if params.with_mix else "bass"}.wav"',
-            "X-Bassray-Seed": str(params.seed), "X-Bassray-Steps": str(params.steps),
-            "X-Bassray-Sample-Rate": str(rate)})
+        bass = await self._generate(mix, rate, style, style_rate, params, model)
+        name = f'{_safe_name(uploads["mix"].filename)}-{"mix+bass" if params.with_mix else "bass"}'
+        audio = await run_in_threadpool(wav_bytes, mix + bass if params.with_mix else bass, rate)
+        headers = {"X-Bassray-Seed": str(params.seed), "X-Bassray-Steps": str(params.steps),
+                   "X-Bassray-Sample-Rate": str(rate)}
+        if params.midi:  # WAV + the bass line's notes (transcribed from the bass alone), zipped
+            body = await run_in_threadpool(_wav_and_midi_zip, name, audio, bass, rate)
+            return Response(body, media_type="application/zip",
+                            headers={**headers, "Content-Disposition": f'attachment; filename="{name}.zip"'})
+        return Response(audio, media_type="audio/wav",
+                        headers={**headers, "Content-Disposition": f'attachment; filename="{name}.wav"'})
 
     async def _generate(self, mix: np.ndarray, rate: int, style: np.ndarray | None, style_rate: int,
-                        params: GenerateParams, model: dict[str, Any]) -> bytes:
+                        params: GenerateParams, model: dict[str, Any]) -> np.ndarray:
+        """The bass at the input's rate, channel count and length."""
         from bassray.audio import conform
         from bassray.inference import GenerationSettings
         model_rate, model_channels = model["sample_rate"], model["channels"]
@@ -304,11 +322,7 @@ class BassrayIngress:
             first_line = (str(exc).strip().splitlines() or [""])[0][:300]
             raise RequestError(500, f"generation failed: {type(exc).__name__}: {first_line}") from None
 
-        def encode() -> bytes:
-            out = to_input_format(bass, model_rate, rate, mix.shape[0], mix.shape[1])
-            return wav_bytes(mix + out if params.with_mix else out, rate)
-
-        return await run_in_threadpool(encode)
+        return await run_in_threadpool(to_input_format, bass, model_rate, rate, mix.shape[0], mix.shape[1])
 
 
 class AppArgs(BaseModel):

@@ -34,7 +34,9 @@ READ_RESPONSES: dict[int | str, dict[str, Any]] = {**AUTH_RESPONSES, 503: _error
 GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "the bass line (or mix + bass) as a 32-bit float WAV at the mix's rate, channel "
                          "count and exact length",
-          "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+          "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}},
+                      "application/zip": {"schema": {"type": "string", "format": "binary"},
+                                          "description": "with midi=true: NAME.wav and NAME.mid"}},
           "headers": {name: {"description": text, "schema": {"type": "string"}} for name, text in (
               ("X-Bassray-Seed", "the seed used (drawn when not given)"),
               ("X-Bassray-Steps", "DDIM steps used"), ("X-Bassray-Sample-Rate", "the WAV's rate"))}},
@@ -72,6 +74,8 @@ GENERATE_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content":
             "rescale": _range("number", RESCALE_RANGE, "guidance rescale phi"),
             "seed": _range("integer", SEED_RANGE, "random seed (default: drawn, returned in X-Bassray-Seed)"),
             "with_mix": {"type": "boolean", "description": "return mix + bass instead of the bass alone"},
+            "midi": {"type": "boolean", "description": "return a zip of the WAV and the bass line's notes "
+                                                       "as a MIDI file"},
         },
     },
     "encoding": {"mix": {"contentType": "audio/*, application/octet-stream"},

@@ -60,6 +60,7 @@ class GenerateParams:
     rescale_phi: float
     seed: int
     with_mix: bool
+    midi: bool = False
 
 
 def _field(form: Mapping[str, Any], name: str) -> str | None:
@@ -91,15 +92,18 @@ def _number(form: Mapping[str, Any], name: str, kind: type, bounds: tuple, defau
 def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> GenerateParams:
     """Form fields steps, cfg, rescale, seed, with_mix -> checked values (``defaults``: the bundle's
     sampler settings). A missing seed draws a random one; the response reports it."""
-    with_mix_text = (_field(form, "with_mix") or "false").lower()
-    if with_mix_text not in TRUE_WORDS | FALSE_WORDS:
-        raise RequestError(422, f"with_mix must be true or false, got {with_mix_text!r}")
+    flags = {}
+    for name in ("with_mix", "midi"):
+        text = (_field(form, name) or "false").lower()
+        if text not in TRUE_WORDS | FALSE_WORDS:
+            raise RequestError(422, f"{name} must be true or false, got {text!r}")
+        flags[name] = text in TRUE_WORDS
     return GenerateParams(
         steps=_number(form, "steps", int, STEPS_RANGE, int(defaults["steps"])),
         cfg_weight=_number(form, "cfg", float, CFG_RANGE, float(defaults["cfg_weight"])),
         rescale_phi=_number(form, "rescale", float, RESCALE_RANGE, float(defaults["rescale_phi"])),
         seed=_number(form, "seed", int, SEED_RANGE, secrets.randbelow(2**31)),
-        with_mix=with_mix_text in TRUE_WORDS)
+        with_mix=flags["with_mix"], midi=flags["midi"])
 
 
 def check_declared_size(content_length: str | None, limits: Limits) -> None:

@@ -90,13 +90,17 @@ def test_cli_generate_writes_input_rate_and_length(bundle, tmp_path):
     sf.write(mix_path, np.random.default_rng(0).normal(0, 0.1, (n, 1)), rate)
     out = tmp_path / "bass.wav"
     assert main(["generate", str(mix_path), "-o", str(out), "--bundle", str(bundle), "--steps", "2",
-                 "--num-samples", "2", "--with-mix", str(tmp_path / "both.wav")]) == 0
+                 "--num-samples", "2", "--with-mix", str(tmp_path / "both.wav"), "--midi", str(tmp_path / "bass.mid")]) == 0
     for name in ("bass-0.wav", "bass-1.wav", "both-0.wav"):
         info = sf.info(tmp_path / name)
         assert info.samplerate == rate and info.frames == n and info.channels == 1
     a, _ = sf.read(tmp_path / "bass-0.wav")
     b, _ = sf.read(tmp_path / "bass-1.wav")
     assert not np.allclose(a, b)  # different seeds, different variations
+    import pretty_midi
+    for name in ("bass-0.mid", "bass-1.mid"):  # one bass track each (its notes: tests/test_transcribe.py)
+        [track] = pretty_midi.PrettyMIDI(str(tmp_path / name)).instruments
+        assert track.program == 33
 
 
 def test_cli_errors_are_clear(bundle, tmp_path, caplog):

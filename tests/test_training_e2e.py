@@ -102,6 +102,10 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     assert kinds["true"]["chord_tone"] >= 0.8  # the ceiling: a bass on its chords' roots
     assert "pitch_accuracy" in report["reconstruction_fidelity"]
     assert "| true bass (ceiling) |" in (report_dir / "report.md").read_text()
+    fad = report["fad"]  # every kind against the true basses, naming embedding and counts
+    assert set(fad) == {"other_song", "reconstruction", "generated", "unconditional"}
+    assert all(r["embedding"] == "chroma-mfcc" and r["clips"] == 3 and r["fad"] >= 0 for r in fad.values())
+    assert "Fréchet audio distance" in (report_dir / "report.md").read_text()
     for row in report["per_song"]:
         for kind in ("mix", "generated", "true", "reconstruction", "unconditional", "other_song"):
             assert (report_dir / "audio" / f"{row['key']}.{kind}.wav").exists()

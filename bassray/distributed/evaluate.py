@@ -12,7 +12,7 @@ import ray
 import ray.data
 
 from bassray.distributed.runner import ensure_ray
-from bassray.eval.evaluate import (SongScorer, held_out_songs, markdown_report, summarise,
+from bassray.eval.evaluate import (SongScorer, fad_against_true, held_out_songs, markdown_report, summarise,
                                    write_spectrograms)
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     report = summarise(rows)
     report.update(bundle=str(bundle_dir), data=str(data_dir), splits=list(splits), seed=seed,
                   steps=steps, bundle_metadata=meta, per_song=rows)
+    if len(rows) >= 2:
+        report["fad"] = fad_against_true(out, [r["key"] for r in rows])
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     spectrograms = write_spectrograms(out, [r["key"] for r in rows[:3]])
     (out / "report.md").write_text(markdown_report(report, spectrograms))

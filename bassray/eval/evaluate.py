@@ -151,6 +151,8 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
              "|---:|---:|---:|---:|",
              "| " + " | ".join(f"{fid.get(c, float('nan')):.3f}" for c in FIDELITY_COLUMNS) + " |", "",
              f"Its chord-tone agreement is {report['reconstruction_share_of_ceiling']:.0%} of the true bass's.", ""]
+    if report.get("fad"):
+        parts += ["## Fréchet audio distance", "", fad_table(report["fad"]), ""]
     if spectrograms:
         parts += ["## Spectrograms (constant-Q, low register)", ""]
         parts += [f"![{Path(p).stem}]({p})" for p in spectrograms] + [""]
@@ -159,6 +161,46 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
         links = " ".join(f"[{k}](audio/{row['key']}.{k}.wav)" for k in ("mix", "generated", "true", "reconstruction"))
         parts.append(f"| {row['key']} | {row['generated']['chord_tone']:.2f} | {row['true']['chord_tone']:.2f} | {links} |")
     return "\n".join(parts) + "\n"
+
+
+FAD_KINDS = ("other_song", "reconstruction", "generated", "unconditional")
+FAD_TITLES = {"other_song": "another song's bass (same distribution: the best reachable)",
+              "reconstruction": "bass autoencoder's reconstruction", "generated": "**generated bass**",
+              "unconditional": "unconditional model"}
+
+
+def fad_against_true(out: Path, keys: list[str], embedding_name: str = "chroma-mfcc",
+                     weights: str | None = None) -> dict[str, dict[str, Any]]:
+    """FAD of each kind's clips against the true basses (the audio written under ``out/audio``).
+    Another song's bass comes from the same distribution as the true one, so its FAD is what a
+    perfect generator that ignored the mix would reach (sampling noise only)."""
+    from bassray.audio import conform, read_audio
+    from bassray.eval.fad import fad_from_stats, gaussian_stats, load_embedding
+    embedding = load_embedding(embedding_name, weights)
+
+    def stats(kind: str):
+        clips = []
+        for key in keys:
+            wav, rate = read_audio(out / "audio" / f"{key}.{kind}.wav")
+            clips.append(embedding(conform(wav, rate, embedding.sample_rate, 1)))
+        return gaussian_stats(clips)
+
+    true = stats("true")
+    results = {}
+    for kind in FAD_KINDS:
+        r = fad_from_stats(stats(kind), true, embedding.name)
+        results[kind] = {"fad": r.fad, "embedding": r.embedding, "clips": r.clips_a, "frames": r.frames_a,
+                         "true_clips": r.clips_b, "true_frames": r.frames_b}
+    return results
+
+
+def fad_table(fad: dict[str, dict[str, Any]]) -> str:
+    first = next(iter(fad.values()))
+    lines = [f"FAD against the true basses ({first['embedding']}; {first['true_clips']} true clips, "
+             f"{first['true_frames']} frames):", "", "| bass | FAD | clips | frames |", "|---|---:|---:|---:|"]
+    for kind, r in fad.items():
+        lines.append(f"| {FAD_TITLES[kind]} | {r['fad']:.3f} | {r['clips']} | {r['frames']} |")
+    return "\n".join(lines)
 
 
 def write_spectrograms(out: Path, keys: list[str]) -> list[str]:

@@ -101,7 +101,7 @@ CASES = [
     *[(f"{field}={value}", "open", 422, files(**{field: value})) for field, value in (
         ("steps", 0), ("steps", 1001), ("steps", "two"), ("steps", 1.5), ("cfg", -1), ("cfg", 21), ("cfg", "nan"),
         ("cfg", "inf"), ("rescale", 1.5), ("rescale", -0.1), ("seed", -1), ("seed", 2**63), ("seed", "abc"),
-        ("with_mix", "maybe"))],
+        ("with_mix", "maybe"), ("midi", "perhaps"))],
     ("steps as a file", "open", 422, multipart([("mix", "m.wav", GOOD), ("steps", "steps.txt", b"4")])),
     # style references
     ("style: text", "open", 400, files(style=b"not a bass recording " * 50)),

@@ -107,3 +107,20 @@ def test_stats_are_exported_as_ray_serve_metrics(apps, mono_mix):
     missing = [name for name in wanted if name not in text]
     assert not missing, (missing, [line for line in text.splitlines() if "bassray" in line][:10])
     assert 'status="200"' in "\n".join(line for line in text.splitlines() if line.startswith("ray_bassray_requests"))
+
+
+def test_midi_true_returns_the_wav_and_its_notes_zipped(apps, mono_mix):
+    import zipfile
+
+    import pretty_midi
+    response = _post(apps.url, mono_mix, steps=2, seed=5, midi="true")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip", response.text
+    assert response.headers["content-disposition"] == 'attachment; filename="mix-bass.zip"'
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert sorted(archive.namelist()) == ["mix-bass.mid", "mix-bass.wav"]
+        audio, rate = sf.read(io.BytesIO(archive.read("mix-bass.wav")), always_2d=True)
+        [track] = pretty_midi.PrettyMIDI(io.BytesIO(archive.read("mix-bass.mid"))).instruments
+    assert rate == UPLOAD_RATE and audio.shape == (UPLOAD_SAMPLES, 1) and track.program == 33
+    plain, _ = _audio(_post(apps.url, mono_mix, steps=2, seed=5))
+    np.testing.assert_array_equal(audio.T.astype(np.float32), plain)  # the same bass, zipped
+

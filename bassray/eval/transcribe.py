@@ -1,0 +1,124 @@
+"""A bass line's notes from its audio, and a MIDI file of them (plain numpy + librosa + pretty_midi).
+
+Pitch is librosa's pYIN f0 (30-400 Hz: the bass register) rounded to semitones; a note is a run of
+voiced frames at one pitch, split again where librosa's onset detector hears a new attack (repeated
+notes at the same pitch). Onsets snap to the attack next to the pitch change. The MIDI file is written
+by pretty_midi as one electric-bass track.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FMIN_HZ, FMAX_HZ = 30.0, 400.0
+HOP_SECONDS = 0.008       # f0 and onset frames
+MIN_NOTE_SECONDS = 0.06   # shorter runs are pitch-tracker flicker, not notes
+# An attack up to 100 ms before a pitch change (the f0 tracker's window lags the attack by up to
+# about half its length at the lowest notes) or 30 ms after it is the note's start.
+SNAP_BEFORE_SECONDS, SNAP_AFTER_SECONDS = 0.10, 0.03
+BASS_PROGRAM = 33         # General MIDI: Electric Bass (finger)
+
+
+@dataclass(frozen=True)
+class Note:
+    start: float   # seconds
+    end: float
+    pitch: int     # MIDI note number
+    velocity: int  # 1..127, from the note's loudness
+
+
+def _frames(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mono pYIN f0 (Hz, NaN where unvoiced), RMS per frame, and the hop in seconds."""
+    import librosa
+    mono = np.asarray(audio, np.float32)
+    mono = mono.mean(axis=0) if mono.ndim == 2 else mono
+    hop = max(1, int(round(HOP_SECONDS * sample_rate)))
+    frame = 1 << int(np.ceil(np.log2(3 * sample_rate / FMIN_HZ)))  # three periods of the lowest f0
+    f0, voiced, _ = librosa.pyin(mono, fmin=FMIN_HZ, fmax=FMAX_HZ, sr=sample_rate, frame_length=frame,
+                                 hop_length=hop, center=True)
+    f0 = np.where(voiced, f0, np.nan)
+    rms = librosa.feature.rms(y=mono, frame_length=frame, hop_length=hop, center=True)[0][:f0.size]
+    return f0, np.pad(rms, (0, f0.size - rms.size)), hop / sample_rate
+
+
+def _onsets(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    import librosa
+    mono = np.asarray(audio, np.float32)
+    mono = mono.mean(axis=0) if mono.ndim == 2 else mono
+    hop = max(1, int(round(HOP_SECONDS * sample_rate)))
+    return librosa.onset.onset_detect(y=mono, sr=sample_rate, hop_length=hop, units="time", backtrack=True)
+
+
+def transcribe(audio: np.ndarray, sample_rate: int) -> list[Note]:
+    """``[C, T]`` or ``[T]`` bass audio -> its notes in time order."""
+    f0, rms, hop_s = _frames(audio, sample_rate)
+    onsets = _onsets(audio, sample_rate)
+    pitch = np.full(f0.size, -1)
+    voiced = np.isfinite(f0)
+    pitch[voiced] = np.round(69 + 12 * np.log2(f0[voiced] / 440.0)).astype(int)
+    onset_frames = set(np.round(onsets / hop_s).astype(int).tolist())
+    notes: list[Note] = []
+    peak = float(rms.max()) if rms.size and rms.max() > 0 else 1.0
+    start = None
+    for i in range(pitch.size + 1):
+        current = pitch[i] if i < pitch.size else -1
+        new_attack = i in onset_frames and start is not None and i - start > int(MIN_NOTE_SECONDS / hop_s)
+        if start is not None and (current != pitch[start] or new_attack):
+            _close(notes, start, i, pitch[start], rms, peak, hop_s, onsets)
+            start = None
+        if start is None and current >= 0:
+            start = i
+    return notes
+
+
+def _close(notes: list[Note], start: int, end: int, pitch: int, rms: np.ndarray, peak: float, hop_s: float,
+           onsets: np.ndarray) -> None:
+    begin, finish = start * hop_s, end * hop_s
+    if finish - begin < MIN_NOTE_SECONDS:
+        return
+    near = onsets[(onsets >= begin - SNAP_BEFORE_SECONDS) & (onsets <= begin + SNAP_AFTER_SECONDS)]
+    if notes:
+        near = near[near >= notes[-1].start + MIN_NOTE_SECONDS]  # not the previous note's attack
+    if near.size:
+        begin = float(near[np.argmin(np.abs(near - begin))])
+    loudness = float(rms[start:end].max()) / peak
+    velocity = int(np.clip(round(40 + 87 * loudness), 1, 127))
+    if notes and notes[-1].end > begin:  # a snapped start never overlaps the note before
+        last = notes[-1]
+        notes[-1] = Note(last.start, max(last.start + 1e-3, begin), last.pitch, last.velocity)
+    notes.append(Note(begin, finish, int(pitch), velocity))
+
+
+def notes_to_midi(notes: list[Note], path: str | Path | None = None, program: int = BASS_PROGRAM):
+    """A pretty_midi.PrettyMIDI with one bass track (written to ``path`` when given)."""
+    import pretty_midi
+    midi = pretty_midi.PrettyMIDI()
+    track = pretty_midi.Instrument(program=program, name="bassray bass")
+    track.notes = [pretty_midi.Note(velocity=n.velocity, pitch=n.pitch, start=n.start, end=n.end) for n in notes]
+    midi.instruments.append(track)
+    if path is not None:
+        midi.write(str(path))
+    return midi
+
+
+def midi_bytes(notes: list[Note]) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    notes_to_midi(notes).write(buffer)
+    return buffer.getvalue()
+
+
+def note_recovery(reference: list[Note], found: list[Note], onset_tolerance: float = 0.05) -> float:
+    """The fraction of ``reference`` notes matched one-to-one by a found note of the same pitch whose
+    onset is within ``onset_tolerance`` seconds."""
+    unused = list(found)
+    matched = 0
+    for ref in reference:
+        best = min((f for f in unused if f.pitch == ref.pitch and abs(f.start - ref.start) <= onset_tolerance),
+                   key=lambda f: abs(f.start - ref.start), default=None)
+        if best is not None:
+            unused.remove(best)
+            matched += 1
+    return matched / max(1, len(reference))
