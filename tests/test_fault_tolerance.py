@@ -81,7 +81,7 @@ def kill(victim: int, inside_checkpoint: bool) -> bool:
     """SIGKILL one training worker (with ``inside_checkpoint``, once it is writing its checkpoint).
     Returns whether the kill landed inside the checkpoint."""
     landed_inside = False
-    for _ in range(100 if inside_checkpoint else 0):
+    for _ in range(50 if inside_checkpoint else 0):
         if staging_folders(victim):
             landed_inside = True
             break
@@ -105,7 +105,7 @@ def test_killed_workers_cost_at_most_one_checkpoint_interval(head, tmp_path):
         "--set", "diffusion_training.crop_frames=32", "--set", "diffusion_training.batch_size=16",
         "--set", f"diffusion_training.checkpoint_every={EVERY}", "--set", "diffusion_training.eval_every=1000",
         "--set", "diffusion_training.log_every=1"],
-        wait=False, env_vars={"BASSRAY_TEST_PAUSE_IN_CHECKPOINT_S": "10@20",
+        wait=False, env_vars={"BASSRAY_TEST_PAUSE_IN_CHECKPOINT_S": "5@20",
                               # Ray Train's controller takes reports every 4 s, so a kill one step
                               # after a checkpoint lands before it is taken unless training waits.
                               "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "4"})

@@ -11,12 +11,6 @@ from bassray.data.sine_stems import sine_segments
 from ray_cluster import LocalRayNode, cluster_env, submit_job, wait_for_nodes, write_tiny_ldm_inputs
 
 pytestmark = pytest.mark.slow
-# One worker per node: SPREAD placement; 0.5 CPU per worker leaves each node room for the
-# quarter-CPU Ray Data tasks that feed them.
-TWO_NODES = ["--num-workers", "2", "--set", "distributed.placement_strategy=SPREAD",
-             "--set", "distributed.cpus_per_worker=0.5", "--set", "distributed.data_cpus_per_task=0.25"]
-
-
 @pytest.fixture(scope="module")
 def two_nodes():
     env = cluster_env()
@@ -39,35 +33,34 @@ def worker_nodes(root, run_name: str) -> list[str]:
     return run.data.params["worker_node_ids"].split(",")
 
 
-def test_diffusion_job_trains_on_both_nodes(two_nodes, tmp_path):
+def test_both_stages_train_on_both_nodes(two_nodes, tmp_path):
+    """The diffusion job and the autoencoder job, submitted together (a quarter CPU per worker, so
+    both fit the two 1-CPU nodes at once): each ends SUCCEEDED with one worker on each node."""
     head, env, node_ids = two_nodes
+    shared = ["--num-workers", "2", "--set", "distributed.placement_strategy=SPREAD",
+              "--set", "distributed.cpus_per_worker=0.25", "--set", "distributed.data_cpus_per_task=0.1"]
     latents, mix_bundle, target_bundle = write_tiny_ldm_inputs(tmp_path, load_config("tiny"))
-    root = tmp_path / "home"
-    done = submit_job(head.job_address, env, [
-        "jobs/train_ldm.py", "--latents", str(latents), "--mix-bundle", str(mix_bundle),
-        "--target-bundle", str(target_bundle), "--root", str(root), "--run-name", "two-nodes", *TWO_NODES,
-        "--set", "diffusion_training.max_steps=4", "--set", "diffusion_training.crop_frames=8",
-        "--set", "diffusion_training.batch_size=4", "--set", "diffusion_training.checkpoint_every=2",
-        "--set", "diffusion_training.eval_every=100", "--set", "diffusion_training.log_every=1"], timeout=600)
-    assert done.returncode == 0 and "succeeded" in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr[-2000:]
-    ranks = worker_nodes(root, "two-nodes")
-    assert len(ranks) == 2 and set(ranks) == node_ids  # one worker on each node
-    assert (root / "bundles" / "two-nodes" / "bundle.json").exists()
-
-
-def test_autoencoder_job_trains_on_both_nodes(two_nodes, tmp_path):
-    head, env, node_ids = two_nodes
     config = load_config("tiny")
     shards = tmp_path / "shards"
     write_shards(sine_segments(6, 4.0, config.audio.sample_rate, config.audio.channels, seed=1), shards,
                  shard_target_mb=0.2, val_fraction=0.2, test_fraction=0.0, split_seed=0)
     root = tmp_path / "home"
-    done = submit_job(head.job_address, env, [
-        "jobs/train_autoencoder.py", "--stem", "bass", "--data", str(shards), "--root", str(root),
-        "--run-name", "two-nodes-ae", *TWO_NODES, "--set", "autoencoder_training.max_steps=2",
-        "--set", "autoencoder_training.batch_size=2", "--set", "autoencoder_training.checkpoint_every=2",
-        "--set", "autoencoder_training.eval_every=100"], timeout=600)
-    assert done.returncode == 0 and "succeeded" in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr[-2000:]
-    ranks = worker_nodes(root, "two-nodes-ae")
-    assert len(ranks) == 2 and set(ranks) == node_ids
-    assert (root / "bundles" / "two-nodes-ae" / "bundle.json").exists()
+    jobs = {
+        "two-nodes": submit_job(head.job_address, env, [
+            "jobs/train_ldm.py", "--latents", str(latents), "--mix-bundle", str(mix_bundle),
+            "--target-bundle", str(target_bundle), "--root", str(root / "ldm"), "--run-name", "two-nodes",
+            *shared, "--set", "diffusion_training.max_steps=4", "--set", "diffusion_training.crop_frames=8",
+            "--set", "diffusion_training.batch_size=4", "--set", "diffusion_training.checkpoint_every=2",
+            "--set", "diffusion_training.eval_every=100", "--set", "diffusion_training.log_every=1"], wait=False),
+        "two-nodes-ae": submit_job(head.job_address, env, [
+            "jobs/train_autoencoder.py", "--stem", "bass", "--data", str(shards), "--root", str(root / "ae"),
+            "--run-name", "two-nodes-ae", *shared, "--set", "autoencoder_training.max_steps=2",
+            "--set", "autoencoder_training.batch_size=2", "--set", "autoencoder_training.checkpoint_every=2",
+            "--set", "autoencoder_training.eval_every=100"], wait=False)}
+    for run_name, job in jobs.items():
+        output, _ = job.communicate(timeout=900)
+        assert job.returncode == 0 and "succeeded" in output, output[-4000:]
+    for run_name, home in (("two-nodes", root / "ldm"), ("two-nodes-ae", root / "ae")):
+        ranks = worker_nodes(home, run_name)
+        assert len(ranks) == 2 and set(ranks) == node_ids, run_name  # one worker on each node
+        assert (home / "bundles" / run_name / "bundle.json").exists()
