@@ -2,7 +2,8 @@
 
 Pitch is librosa's pYIN f0 (30-400 Hz: the bass register) rounded to semitones; a note is a run of
 voiced frames at one pitch, split again where librosa's onset detector hears a new attack (repeated
-notes at the same pitch). Onsets snap to the attack next to the pitch change. The MIDI file is written
+notes at the same pitch). Onsets snap to the attack next to the pitch change; a note whose spectrum
+has only even harmonics of its f0 (pYIN an octave low) moves up an octave. The MIDI file is written
 by pretty_midi as one electric-bass track.
 """
 from __future__ import annotations
@@ -70,7 +71,36 @@ def transcribe(audio: np.ndarray, sample_rate: int) -> list[Note]:
             start = None
         if start is None and current >= 0:
             start = i
-    return notes
+    return _fix_octaves(notes, audio, sample_rate)
+
+
+def _fix_octaves(notes: list[Note], audio: np.ndarray, sample_rate: int) -> list[Note]:
+    """pYIN sometimes settles an octave below a high bass note. A tone at f0 has energy at its odd
+    harmonics; one an octave below the truth has (nearly) only even ones: such a note moves up."""
+    import librosa
+    if not notes:
+        return notes
+    mono = np.asarray(audio, np.float32)
+    mono = mono.mean(axis=0) if mono.ndim == 2 else mono
+    n_fft, hop = 8192, 256  # ~2 Hz bins at 16 kHz: separate harmonics of the lowest notes
+    spectrum = np.abs(librosa.stft(mono, n_fft=n_fft, hop_length=hop))
+    freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft)
+
+    def level(frames: np.ndarray, hz: float) -> float:
+        k = int(np.argmin(np.abs(freqs - hz)))
+        return float(frames[max(0, k - 1):k + 2].max())
+
+    fixed = []
+    for note in notes:
+        first = int(note.start * sample_rate / hop)
+        frames = spectrum[:, first:max(first + 1, int(note.end * sample_rate / hop))].mean(axis=1)
+        f0 = 440.0 * 2 ** ((note.pitch - 69) / 12)
+        odd = sum(level(frames, f0 * k) for k in (1, 3, 5))
+        even = sum(level(frames, f0 * k) for k in (2, 4, 6))
+        if odd < 0.2 * even and 2 * f0 <= FMAX_HZ:
+            note = Note(note.start, note.end, note.pitch + 12, note.velocity)
+        fixed.append(note)
+    return fixed
 
 
 def _close(notes: list[Note], start: int, end: int, pitch: int, rms: np.ndarray, peak: float, hop_s: float,
