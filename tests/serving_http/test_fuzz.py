@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from .conftest import KEYS, MAX_SECONDS, STALL_S, bearer, wav
+from .conftest import KEYS, MAX_SECONDS, STALL_S, wav
 
 pytestmark = pytest.mark.slow
 
