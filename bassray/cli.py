@@ -100,25 +100,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def cmd_serve(args) -> int:
     from bassray.distributed.tracking import default_tracking_uri
     from bassray.home import bassray_home
     from bassray.serving import serve_forever
+    from serve.access import is_loopback
     home = bassray_home(args.root)
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)
     app_args = {"device": args.device, "max_batch_size": args.max_batch_size, "max_upload_mb": args.max_upload_mb,
                 "max_seconds": args.max_seconds, "generation_timeout_s": args.generation_timeout,
                 "api_keys_file": args.api_keys_file, "rate_limit_per_minute": args.rate_limit,
                 # Beyond this machine, keys are required (the app refuses to start without them).
-                "require_api_key": not _is_loopback(args.host)}
+                "require_api_key": not is_loopback(args.host)}
     serve_forever(args.source, host=args.host, port=args.port, replicas=args.replicas,
                   app_args={k: v for k, v in app_args.items() if v is not None},
                   tracking_uri=tracking_uri, cache_dir=home / "bundle-cache")

@@ -6,9 +6,8 @@
     serve deploy serve/config.yaml                                       # on a running cluster
     curl -F mix=@song.wav -F steps=32 -F seed=1 http://127.0.0.1:8000/generate -o bass.wav
 
-Concurrent requests meet in ``BassGeneratorDeployment.generate`` (``@serve.batch``); the batch goes to
-``BassGenerator.generate``, which runs one DDIM loop per group of equal latent length and step count
-while honouring each request's guidance, rescale, style and seed.
+The ingress here checks and decodes uploads and forwards them to the batched generator deployment
+(serve/generator.py); every replica reports to the stats board (serve/stats.py).
 
 No ``from __future__ import annotations`` here: FastAPI must see real types (``Request``) on the
 routes after Serve re-wraps them.
@@ -18,9 +17,6 @@ import asyncio
 import logging
 import os
 import time
-import uuid
-from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,127 +38,15 @@ from bassray.train.bundle_store import open_remote_bundle
 from serve.access import ANONYMOUS, API_KEYS_FILE_ENV, KeyRing, RateLimiter, load_api_keys
 from serve.body import parse_form, read_body
 from serve.openapi import GENERATE_OPENAPI, GENERATE_RESPONSES, READ_RESPONSES, install_openapi
-from serve.stats import ServeMetrics, StatsBoard, process_memory_mb
+from serve.generator import BassGeneratorDeployment
+from serve.stats import ServeMetrics, StatsBoard, process_memory_mb, report_stats
 from serve.validation import (GenerateParams, Limits, RequestError, check_uploaded_size, decode_upload,
-                              parse_params, to_input_format, wav_bytes)
+                              parse_params, safe_name, to_input_format, wav_and_midi_zip, wav_bytes)
 
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("page.html")
 app = FastAPI(title="bassray", description="Generate a bass stem for a music mix (latent diffusion).")
-
-
-@serve.deployment(name="BassGenerator", max_ongoing_requests=16, max_constructor_retry_count=3,
-                  ray_actor_options={"num_cpus": 1})
-class BassGeneratorDeployment:
-    """Holds one ``BassGenerator``; concurrent calls to ``generate`` are batched."""
-
-    def __init__(self, bundle: str, device: str = "auto", bf16: bool = False, torch_threads: int | None = None,
-                 max_batch_size: int = 8, batch_wait_timeout_s: float = 0.1,
-                 registry: dict[str, Any] | None = None, stats: DeploymentHandle | None = None):
-        import torch
-
-        from bassray.inference import BassGenerator
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        self.bundle, self.device = bundle, device
-        self.registry = {k: v for k, v in (registry or {}).items() if v}  # model, version, run id
-        self.generator = BassGenerator.from_bundle(bundle, device=device,
-                                                   dtype=torch.bfloat16 if bf16 else torch.float32)
-        self._generate_batch.set_max_batch_size(max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self.max_batch_size, self.batch_wait_timeout_s = max_batch_size, batch_wait_timeout_s
-        self.board, self.metrics = stats, ServeMetrics("generator")
-        self.pending = 0  # requests in this replica: queued for a batch or in the running one
-        self.cancelled: set[str] = set()  # tokens of requests whose callers gave up
-        log.info("loaded %s on %s (torch threads %d)", bundle, device, torch.get_num_threads())
-
-    async def generate(self, mix: np.ndarray, settings: Any) -> np.ndarray:
-        """One request; concurrent ones are batched by ``_generate_batch``."""
-        self.pending += 1
-        token = uuid.uuid4().hex
-        try:
-            return await self._generate_batch(mix, settings, token)
-        except asyncio.CancelledError:  # the caller gave up (timeout, disconnect): tell the batch
-            if len(self.cancelled) > 10_000:  # tokens of requests cancelled before they were batched
-                self.cancelled.clear()
-            self.cancelled.add(token)
-            raise
-        finally:
-            self.pending -= 1
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.1)
-    async def _generate_batch(self, mixes: list[np.ndarray], settings: list[Any], tokens: list[str]
-                              ) -> list[np.ndarray]:
-        """``mixes``: ``[C, T]`` at the model's rate; ``settings``: ``GenerationSettings`` (one each)."""
-        started = time.perf_counter()
-        hop = self.generator.hop
-        # Same grouping key as BassGenerator.generate: latent length and step count.
-        groups = Counter((-(-m.shape[-1] // hop), s.steps) for m, s in zip(mixes, settings))
-        # The model call blocks for seconds: run it off the event loop so the replica keeps
-        # accepting (and queueing the next batch of) requests meanwhile.
-        wanted = set(tokens)
-
-        def stop_when_nobody_waits(step: int, total: int) -> None:
-            # A batch whose callers all gave up stops at the next step instead of running on
-            # for minutes and holding up the requests queued behind it.
-            if wanted <= self.cancelled:
-                raise GenerationAbandoned(f"every caller of this batch gave up (at step {step}/{total})")
-
-        try:
-            out = await asyncio.to_thread(self.generator.generate, mixes, settings, stop_when_nobody_waits)
-        finally:
-            self.cancelled -= wanted
-        seconds, queued = time.perf_counter() - started, max(0, self.pending - len(mixes))
-        self.metrics.batch(len(mixes), seconds, queued)
-        if self.board is not None:
-            await _report(self.board.record_batch.remote(
-                serve.get_replica_context().replica_id.unique_id, len(mixes), list(groups.values()), seconds,
-                queued, process_memory_mb()))
-        return out
-
-    def info(self) -> dict[str, Any]:
-        g = self.generator
-        return {"bundle": self.bundle, "config": g.config.name, "device": self.device, "dtype": str(g.dtype),
-                "sample_rate": g.sample_rate, "channels": g.channels, "hop_samples": g.hop,
-                "latent_frame_rate": g.sample_rate / g.hop, "sampler_defaults": asdict(g.config.sampler),
-                "unet_parameters": sum(p.numel() for p in g.unet.parameters()),
-                "max_batch_size": self.max_batch_size,
-                "batch_wait_timeout_s": self.batch_wait_timeout_s, "registry": self.registry}
-
-
-def _safe_name(filename: str | None) -> str:
-    """The upload's file stem, reduced to characters safe in a Content-Disposition header (no
-    quotes, slashes or control characters; a path in the name is dropped)."""
-    stem = Path((filename or "mix").replace("\\", "/")).stem
-    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_. ") else "_" for c in stem).strip(" .")
-    return safe[:100] or "mix"
-
-
-def _wav_and_midi_zip(name: str, audio: bytes, bass: np.ndarray, rate: int) -> bytes:
-    import io
-    import zipfile
-
-    from bassray.eval.transcribe import midi_bytes, transcribe
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(f"{name}.wav", audio)
-        archive.writestr(f"{name}.mid", midi_bytes(transcribe(bass, rate)))
-    return buffer.getvalue()
-
-
-class GenerationAbandoned(RuntimeError):
-    """Raised inside the sampler to stop a batch nobody waits for any more."""
-
-
-async def _report(call) -> None:
-    """Await a stats report briefly: stats never hold up or fail a request."""
-    try:
-        await asyncio.wait_for(call, timeout=2.0)
-    except Exception as exc:  # noqa: BLE001 - the board is best-effort
-        log.warning("stats report failed: %s", exc)
 
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -246,7 +130,7 @@ class BassrayIngress:
         seconds = time.perf_counter() - started
         self.metrics.request(response.status_code, caller, seconds)
         if self.board is not None:
-            await _report(self.board.record_request.remote(
+            await report_stats(self.board.record_request.remote(
                 serve.get_replica_context().replica_id.unique_id, response.status_code, caller, seconds,
                 process_memory_mb()))
         return response
@@ -278,12 +162,12 @@ class BassrayIngress:
         if "style" in data:
             style, style_rate = await run_in_threadpool(decode_upload, data["style"], "style", self.limits)
         bass = await self._generate(mix, rate, style, style_rate, params, model)
-        name = f'{_safe_name(uploads["mix"].filename)}-{"mix+bass" if params.with_mix else "bass"}'
+        name = f'{safe_name(uploads["mix"].filename)}-{"mix+bass" if params.with_mix else "bass"}'
         audio = await run_in_threadpool(wav_bytes, mix + bass if params.with_mix else bass, rate)
         headers = {"X-Bassray-Seed": str(params.seed), "X-Bassray-Steps": str(params.steps),
                    "X-Bassray-Sample-Rate": str(rate)}
         if params.midi:  # WAV + the bass line's notes (transcribed from the bass alone), zipped
-            body = await run_in_threadpool(_wav_and_midi_zip, name, audio, bass, rate)
+            body = await run_in_threadpool(wav_and_midi_zip, name, audio, bass, rate)
             return Response(body, media_type="application/zip",
                             headers={**headers, "Content-Disposition": f'attachment; filename="{name}.zip"'})
         return Response(audio, media_type="audio/wav",

@@ -6,6 +6,8 @@ node's metrics port, under ``ray_bassray_*``).
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections import Counter, defaultdict, deque
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+log = logging.getLogger(__name__)
 LATENCY_WINDOW = 4096  # the percentiles are over the most recent requests
 
 
@@ -67,10 +70,6 @@ class ServingStats:
         entry["queue_length"] = queue_length
         entry.update(memory or {})
 
-    def record_queue(self, replica: str, queue_length: int) -> None:
-        if replica in self.generators:
-            self.generators[replica]["queue_length"] = queue_length
-
     def summary(self) -> dict[str, Any]:
         def histogram(counter: Counter) -> dict[str, int]:
             return {str(k): v for k, v in sorted(counter.items())}
@@ -113,9 +112,6 @@ class StatsBoard:
     def record_batch(self, *args, **kwargs) -> None:
         self.stats.record_batch(*args, **kwargs)
 
-    def record_queue(self, *args, **kwargs) -> None:
-        self.stats.record_queue(*args, **kwargs)
-
     def summary(self) -> dict[str, Any]:
         return self.stats.summary()
 
@@ -148,3 +144,11 @@ class ServeMetrics:
         self.batch_size.observe(size)
         self.batch_latency.observe(seconds)
         self.queue_length.set(queue_length)
+
+
+async def report_stats(call) -> None:
+    """Await a stats report briefly: stats never hold up or fail a request."""
+    try:
+        await asyncio.wait_for(call, timeout=2.0)
+    except Exception as exc:  # noqa: BLE001 - the board is best-effort
+        log.warning("stats report failed: %s", exc)

@@ -8,6 +8,7 @@ import io
 import math
 import secrets
 import struct
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -220,3 +221,23 @@ def wav_bytes(audio: np.ndarray, rate: int) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.ascontiguousarray(np.asarray(audio, np.float32).T), rate, format="WAV", subtype="FLOAT")
     return buf.getvalue()
+
+
+def safe_name(filename: str | None) -> str:
+    """The upload's file stem, reduced to characters safe in a Content-Disposition header (no
+    quotes, slashes or control characters; a path in the name is dropped)."""
+    stem = Path((filename or "mix").replace("\\", "/")).stem
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_. ") else "_" for c in stem).strip(" .")
+    return safe[:100] or "mix"
+
+
+def wav_and_midi_zip(name: str, audio: bytes, bass: np.ndarray, rate: int) -> bytes:
+    """A zip of the WAV and the bass line's notes as MIDI (transcribed from the bass alone)."""
+    import zipfile
+
+    from bassray.eval.transcribe import midi_bytes, transcribe
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{name}.wav", audio)
+        archive.writestr(f"{name}.mid", midi_bytes(transcribe(bass, rate)))
+    return buffer.getvalue()

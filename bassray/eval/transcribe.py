@@ -30,11 +30,9 @@ class Note:
     velocity: int  # 1..127, from the note's loudness
 
 
-def _frames(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Mono pYIN f0 (Hz, NaN where unvoiced), RMS per frame, and the hop in seconds."""
+def _frames(mono: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """pYIN f0 (Hz, NaN where unvoiced), RMS per frame, and the hop in seconds."""
     import librosa
-    mono = np.asarray(audio, np.float32)
-    mono = mono.mean(axis=0) if mono.ndim == 2 else mono
     hop = max(1, int(round(HOP_SECONDS * sample_rate)))
     frame = 1 << int(np.ceil(np.log2(3 * sample_rate / FMIN_HZ)))  # three periods of the lowest f0
     f0, voiced, _ = librosa.pyin(mono, fmin=FMIN_HZ, fmax=FMAX_HZ, sr=sample_rate, frame_length=frame,
@@ -44,18 +42,18 @@ def _frames(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray
     return f0, np.pad(rms, (0, f0.size - rms.size)), hop / sample_rate
 
 
-def _onsets(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+def _onsets(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     import librosa
-    mono = np.asarray(audio, np.float32)
-    mono = mono.mean(axis=0) if mono.ndim == 2 else mono
     hop = max(1, int(round(HOP_SECONDS * sample_rate)))
     return librosa.onset.onset_detect(y=mono, sr=sample_rate, hop_length=hop, units="time", backtrack=True)
 
 
 def transcribe(audio: np.ndarray, sample_rate: int) -> list[Note]:
     """``[C, T]`` or ``[T]`` bass audio -> its notes in time order."""
-    f0, rms, hop_s = _frames(audio, sample_rate)
-    onsets = _onsets(audio, sample_rate)
+    mono = np.asarray(audio, np.float32)
+    mono = mono.mean(axis=0) if mono.ndim == 2 else mono
+    f0, rms, hop_s = _frames(mono, sample_rate)
+    onsets = _onsets(mono, sample_rate)
     pitch = np.full(f0.size, -1)
     voiced = np.isfinite(f0)
     pitch[voiced] = np.round(69 + 12 * np.log2(f0[voiced] / 440.0)).astype(int)
@@ -71,17 +69,15 @@ def transcribe(audio: np.ndarray, sample_rate: int) -> list[Note]:
             start = None
         if start is None and current >= 0:
             start = i
-    return _fix_octaves(notes, audio, sample_rate)
+    return _fix_octaves(notes, mono, sample_rate)
 
 
-def _fix_octaves(notes: list[Note], audio: np.ndarray, sample_rate: int) -> list[Note]:
+def _fix_octaves(notes: list[Note], mono: np.ndarray, sample_rate: int) -> list[Note]:
     """pYIN sometimes settles an octave below a high bass note. A tone at f0 has energy at its odd
     harmonics; one an octave below the truth has (nearly) only even ones: such a note moves up."""
     import librosa
     if not notes:
         return notes
-    mono = np.asarray(audio, np.float32)
-    mono = mono.mean(axis=0) if mono.ndim == 2 else mono
     n_fft, hop = 8192, 256  # ~2 Hz bins at 16 kHz: separate harmonics of the lowest notes
     spectrum = np.abs(librosa.stft(mono, n_fft=n_fft, hop_length=hop))
     freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft)
