@@ -8,7 +8,6 @@ random weights), started once for this package and shut down after it:
 from __future__ import annotations
 
 import io
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from ray_cluster import free_port
 
 # serve/ is not an installed package: import it from the repository root (Ray workers get the
 # driver's working directory on their path, so run pytest from the root).
@@ -32,12 +32,6 @@ class Apps:
     url: str        # the open app
     keyed_url: str  # the keyed app
     port: int
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wav(audio: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:  # audio [C, T]
