@@ -1,7 +1,7 @@
 """Two apps of the real Ray Serve stack on 127.0.0.1 (an untrained tiny bundle: the real models,
 random weights), started once for this package and shut down after it:
 
-- ``open`` at ``/``: no keys (so it answers this machine only), small queues (4 in flight + 4 queued
+- ``open`` at ``/``: no keys (so it answers this machine only), small queues (4 in flight + 8 queued
   at the ingress) so a burst overloads it, a 2 s stall timeout;
 - ``keyed`` at ``/keyed``: API keys, a rate limit of 5 a minute per key, a 3 s generation timeout.
 """
@@ -72,7 +72,7 @@ def apps(tmp_path_factory, ray_session):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(build_app({**common, "max_batch_size": 4, "batch_wait_timeout_s": 0.5,
-                             "ingress_max_ongoing_requests": 4, "max_queued_requests": 4}),
+                             "ingress_max_ongoing_requests": 4, "max_queued_requests": 8}),
                   name="open", route_prefix="/")
         serve.run(build_app({**common, "api_keys": [f"{k}:{v}" for k, v in KEYS.items()],
                              "rate_limit_per_minute": RATE_PER_MINUTE, "generation_timeout_s": GENERATION_TIMEOUT_S}),

@@ -189,7 +189,7 @@ def test_stalled_upload_is_dropped(apps):
 
 
 def test_overload_burst_is_shed_with_429_and_memory_stays_bounded(apps):
-    """80 requests at once against 8 places (4 in flight + 4 queued at the ingress)."""
+    """80 requests at once against 12 places (4 in flight + 8 queued at the ingress)."""
     def memory():
         replicas = requests.get(f"{apps.url}/stats", timeout=30).json()["replicas"]
         return {r["replica"]: r["rss_mb"] for role in ("generator", "ingress") for r in replicas[role]}
