@@ -85,18 +85,45 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+def _numbers(text: str, kind=float) -> tuple:
+    return tuple(kind(v) for v in text.split(",") if v.strip())
+
+
 def cmd_evaluate(args) -> int:
     from bassray.distributed.evaluate import evaluate
     from bassray.eval.evaluate import fad_table, fit_table
+    from bassray.eval.sections import ExperimentOptions
+    options = ExperimentOptions(
+        steps_grid=_numbers(args.steps_grid, int), guidance_weights=_numbers(args.weights),
+        rescale_phis=_numbers(args.phis), fit_songs=args.fit_songs, matching_songs=args.matching_songs,
+        length_songs=args.length_songs, length_multiples=_numbers(args.length_multiples, int),
+        fad_embedding=args.fad_embedding, fad_weights=args.fad_weights, contrastive=args.contrastive,
+        seed=args.seed)
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
     report = evaluate(args.bundle, args.shards, args.out, splits=args.split.split(","), songs=args.songs,
-                      steps=args.steps, seed=args.seed, actors=args.actors)
-    print(fit_table(report))
-    print(f"\ngenerated bass: {report['generated_floor_to_ceiling']:.2f} of the way from floor to ceiling "
-          f"(chord-tone); level {report['generated_level_minus_true_db']:+.1f} dB vs the true bass; "
-          f"reconstruction pitch accuracy {report['reconstruction_fidelity'].get('pitch_accuracy', float('nan')):.2f}")
-    if report.get("fad"):
-        print("\n" + fad_table(report["fad"]))
-    print(f"report: {args.out}/report.md and report.json")
+                      steps=args.steps, seed=args.seed, actors=args.actors, only=only, options=options)
+    if "per_song" in report and (only is None or "fit" in only):
+        print(fit_table(report))
+        print(f"\ngenerated bass: {report['generated_floor_to_ceiling']:.2f} of the way from floor to ceiling "
+              f"(chord-tone); level {report['generated_level_minus_true_db']:+.1f} dB vs the true bass; "
+              f"reconstruction pitch accuracy {report['reconstruction_fidelity'].get('pitch_accuracy', float('nan')):.2f}")
+        if report.get("fad"):
+            print("\n" + fad_table(report["fad"]))
+    for name in ("fad_steps", "fad_guidance"):
+        if name in report and (only is None or name.replace("_", "-") in only):
+            best = min(report[name]["points"], key=lambda p: p["fad"])
+            print(f"{name}: lowest FAD {best['fad']:.3f} at steps={best['steps']} w={best['cfg_weight']} "
+                  f"phi={best['rescale_phi']} ({name}.png)")
+    if "matching" in report and (only is None or "matching" in only):
+        print("matching top-1: " + ", ".join(f"{k} {v:.2f}" for k, v in report["matching"]["top1"].items())
+              + f" (chance {report['matching']['chance']:.2f})")
+    if "style" in report and (only is None or "style" in only):
+        from bassray.eval.style import style_table
+        print(style_table(report["style"]))
+    if "length" in report and (only is None or "length" in only):
+        from bassray.eval.length import length_table
+        print(length_table(report["length"]))
+    print(f"report: {args.out}/report.md, report.html and report.json")
     return 0
 
 
@@ -183,7 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the bundle's config)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--actors", type=int, default=2, help="Ray Data actors that score songs in parallel")
-    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, audio")
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md/.html/.json, plots, audio")
+    p.add_argument("--only", default=None, help="comma-separated sections: fit, fad-steps, fad-guidance, "
+                   "matching, style, length (default all; matching only with --contrastive); sections run "
+                   "alone merge into an existing report.json")
+    p.add_argument("--contrastive", default=None, help="contrastive bundle (jobs/train_contrastive.py): "
+                   "matching, and style distances in its bass space")
+    p.add_argument("--fad-embedding", default="chroma-mfcc",
+                   help="chroma-mfcc (no weights), contrastive, vggish, panns or clap")
+    p.add_argument("--fad-weights", default=None, help="weights file of a pretrained FAD embedding "
+                   "(default for contrastive: --contrastive)")
+    p.add_argument("--steps-grid", default="4,8,16,32,64,128", help="DDIM steps of the fad-steps sweep")
+    p.add_argument("--weights", default="1,1.5,2,3,5", help="guidance weights w of the fad-guidance sweep")
+    p.add_argument("--phis", default="0,0.5,0.7,1", help="rescale factors phi of the fad-guidance sweep")
+    p.add_argument("--fit-songs", type=int, default=12, help="songs pYIN-scored per sweep point")
+    p.add_argument("--matching-songs", type=int, default=25)
+    p.add_argument("--length-songs", type=int, default=8, help="fresh songs for length generalisation")
+    p.add_argument("--length-multiples", default="1,2,4", help="mix lengths in training crops")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("serve", help="serve a model over HTTP (Ray Serve; Ctrl-C stops it)")

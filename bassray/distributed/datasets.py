@@ -26,7 +26,7 @@ import ray.data
 import torch
 
 from bassray.config import Config
-from bassray.data.crops import autoencoder_crops, decode_row, mix_target_pairs, segment_rng
+from bassray.data.crops import autoencoder_crops, decode_row, is_silent, mix_target_pairs, segment_rng
 from bassray.distributed.pipeline_stats import PipelineStats
 from bassray.remote import filesystem, is_uri
 
@@ -102,13 +102,15 @@ class SegmentCropper:
     """flat_map function: one shard row -> crops of one decoded segment.
 
     ``mode`` "autoencoder" gives rows {"audio": [C, T]} for ``kind`` ("mix" or the target stem);
-    ``mode`` "pairs" gives rows {"mix": [C, T], "target": [C, T]}.
+    ``mode`` "pairs" gives rows {"mix": [C, T], "target": [C, T]};
+    ``mode`` "segments" gives one row per segment {"mix": [T], "target": [T]}: mono, whole, the mix
+    of all non-target stems (for consumers that crop for themselves, see :func:`segments_dataset`).
     """
 
     def __init__(self, mode: str, config: Config, crop_samples: int, seed: int,
                  stats: PipelineStats | None, kind: str | None = None):
-        if mode not in ("autoencoder", "pairs"):
-            raise ValueError(f"unknown crop mode {mode!r}: use 'autoencoder' or 'pairs'")
+        if mode not in ("autoencoder", "pairs", "segments"):
+            raise ValueError(f"unknown crop mode {mode!r}: use 'autoencoder', 'pairs' or 'segments'")
         self.mode, self.kind, self.seed, self.stats = mode, kind, seed, stats
         self.crop_samples = int(crop_samples)
         self.target_stem = config.data.target_stem
@@ -126,7 +128,7 @@ class SegmentCropper:
                              f"config the shards were made with, or re-run the ingest with this one")
 
     def __call__(self, row: dict[str, Any]) -> list[dict[str, np.ndarray]]:
-        wants_target = self.mode == "pairs" or self.kind != "mix"
+        wants_target = self.mode != "autoencoder" or self.kind != "mix"
         only = [self.target_stem] if self.mode == "autoencoder" and wants_target else None
         segment = decode_row(row, only=only)
         stems = segment.stems
@@ -136,7 +138,7 @@ class SegmentCropper:
         usable = bool(stems)
         if wants_target and self.target_stem not in stems:
             counts["segments_without_target"], usable = 1, False
-        elif self.mode == "pairs" and not set(stems) - {self.target_stem}:
+        elif self.mode != "autoencoder" and not set(stems) - {self.target_stem}:
             counts["segments_without_condition"], usable = 1, False  # nothing to condition on
         elif usable and next(iter(stems.values())).shape[1] < self.crop_samples:
             counts["segments_too_short"], usable = 1, False
@@ -147,11 +149,16 @@ class SegmentCropper:
                 crops = autoencoder_crops(stems, self.kind, self.target_stem, self.crop_samples,
                                           self.n_crops, rng, self.silence_db)
                 out = [{"audio": crop} for crop in crops]  # [C, crop_samples] each
+            elif self.mode == "segments":
+                target = stems[self.target_stem]
+                if not is_silent(target, self.silence_db):
+                    mix = sum(a for name, a in stems.items() if name != self.target_stem)
+                    out = [{"mix": mix.mean(0).astype(np.float32), "target": target.mean(0).astype(np.float32)}]
             else:
                 pairs = mix_target_pairs(stems, self.target_stem, self.crop_samples, self.n_crops,
                                          rng, self.silence_db)
                 out = [{"mix": mix, "target": target} for mix, target in pairs]
-            counts["crops_silent"] = self.n_crops - len(out)
+            counts["crops_silent"] = (self.n_crops if self.mode != "segments" else 1) - len(out)
         counts["crops"] = len(out)
         if self.stats is not None:
             self.stats.add(counts)
@@ -204,6 +211,15 @@ def pairs_dataset(data_dir: str | Path, split: str, config: Config, crop_samples
     crop_samples = crop_samples or int(round(config.data.crop_seconds * config.audio.sample_rate))
     cropper = SegmentCropper("pairs", config, crop_samples, seed, stats)
     return _crop_dataset(data_dir, split, cropper, stats, validate, randomize_blocks)
+
+
+def segments_dataset(data_dir: str | Path, split: str, config: Config, min_samples: int, seed: int = 0,
+                     stats: PipelineStats | None = None, validate: bool = True) -> ray.data.Dataset:
+    """Whole segments as mono (mix of all non-target stems, target) rows of at least ``min_samples``:
+    a twentieth of the bytes that stereo crops of them would move through the object store when the
+    consumer takes many short crops per segment (the contrastive model does)."""
+    cropper = SegmentCropper("segments", config, min_samples, seed, stats)
+    return _crop_dataset(data_dir, split, cropper, stats, validate, randomize_blocks=False)
 
 
 def torch_batches(source: Any, batch_size: int, columns: Sequence[str] = AUDIO_COLUMNS,

@@ -1,10 +1,12 @@
 """``bassray evaluate`` on Ray: held-out songs spread over a Ray Data actor pool (``map_batches``),
 so a cluster scores many at once and each actor loads the model once (bassray/eval/evaluate.py
-holds what is computed)."""
+holds what is computed); the experiment sections (bassray/eval/sections.py) then run in this
+process, one after the other."""
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,22 +16,70 @@ import ray.data
 from bassray.distributed.runner import ensure_ray
 from bassray.eval.evaluate import (SongScorer, fad_against_true, held_out_songs, markdown_report, summarise,
                                    write_spectrograms)
+from bassray.eval.report import sections_markdown, write_html
+from bassray.eval.sections import (SECTIONS, ExperimentOptions, run_fad_sweep, run_length, run_matching,
+                                   run_style)
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
              splits: Sequence[str] = ("test",), songs: int | None = None, steps: int | None = None,
-             seed: int = 0, actors: int = 2) -> dict[str, Any]:
+             seed: int = 0, actors: int = 2, only: Sequence[str] | None = None,
+             options: ExperimentOptions | None = None) -> dict[str, Any]:
     """Score up to ``songs`` held-out songs (see the module doc) on the current or a local Ray
-    cluster; write ``report.json`` and ``report.md`` under ``out_dir`` and return the report."""
+    cluster and run the experiment sections named in ``only`` (default: all that can run; the
+    matching section needs ``options.contrastive``). Sections run alone merge into an existing
+    report.json. Writes report.json, report.md and report.html under ``out_dir``."""
     from bassray.config import load_config_json
     from bassray.train.bundle import CONFIG_FILE, read_bundle_metadata
+    options = options or ExperimentOptions(seed=seed)
+    wanted = list(only) if only else [s for s in SECTIONS if s != "matching" or options.contrastive]
+    unknown = sorted(set(wanted) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown report section(s) {unknown}: choose from {', '.join(SECTIONS)}")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     meta = read_bundle_metadata(bundle_dir)  # checks the bundle is complete first
     target = load_config_json(Path(bundle_dir) / CONFIG_FILE).data.target_stem
     items = held_out_songs(data_dir, splits, target, songs)
+    report_path = out / "report.json"
+    report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.exists() and only else {}
+    if "fit" in wanted:
+        report.update(score_songs(items, bundle_dir, data_dir, out, splits=splits, steps=steps, seed=seed,
+                                  actors=actors, bundle_metadata=meta))
+    rest = [s for s in wanted if s != "fit"]
+    if rest:
+        from bassray.inference import BassGenerator
+        generator = BassGenerator.from_bundle(bundle_dir)
+        for section in rest:
+            started = time.perf_counter()
+            log.info("evaluate: section %s", section)
+            if section in ("fad-steps", "fad-guidance"):
+                result = run_fad_sweep(section, generator, items, out, options)
+            elif section == "matching":
+                result = run_matching(generator, items, out, options)
+            elif section == "style":
+                result = run_style(generator, items, str(data_dir), out, options)
+            else:
+                result = run_length(generator, out, options)
+            result["seconds"] = time.perf_counter() - started
+            report[section.replace("-", "_")] = result
+    report_path.write_text(json.dumps(report, indent=2, default=float))
+    text = sections_markdown(report)
+    if "per_song" in report:
+        spectrograms = sorted(p.name for p in out.glob("*.spectrogram.png"))
+        text = markdown_report(report, spectrograms).rstrip() + "\n\n" + text
+    (out / "report.md").write_text(text)
+    write_html(out, text, report)
+    return report
+
+
+def score_songs(items: list[dict[str, Any]], bundle_dir: str | Path, data_dir: str | Path, out: Path, *,
+                splits: Sequence[str], steps: int | None, seed: int, actors: int,
+                bundle_metadata: dict[str, Any]) -> dict[str, Any]:
+    """The musical-fit section: every song scored five ways in a Ray Data actor pool, the FAD
+    table and the spectrograms."""
     log.info("evaluate: scoring %d held-out songs from %s with %s", len(items), data_dir, bundle_dir)
     ensure_ray()
     dataset = ray.data.from_items(items)
@@ -41,10 +91,8 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     rows.sort(key=lambda r: r["key"])
     report = summarise(rows)
     report.update(bundle=str(bundle_dir), data=str(data_dir), splits=list(splits), seed=seed,
-                  steps=steps, bundle_metadata=meta, per_song=rows)
+                  steps=steps, bundle_metadata=bundle_metadata, per_song=rows)
     if len(rows) >= 2:
         report["fad"] = fad_against_true(out, [r["key"] for r in rows])
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
-    spectrograms = write_spectrograms(out, [r["key"] for r in rows[:3]])
-    (out / "report.md").write_text(markdown_report(report, spectrograms))
+    write_spectrograms(out, [r["key"] for r in rows[:3]])
     return report

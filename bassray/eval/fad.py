@@ -123,7 +123,8 @@ class PretrainedEmbedding:
 
     def __init__(self, name: str, weights: str | Path | None, device: str = "cpu"):
         if name not in self.PACKAGES:
-            raise ValueError(f"unknown embedding {name!r}: choose from {sorted(self.PACKAGES)} or chroma-mfcc")
+            raise ValueError(f"unknown embedding {name!r}: choose from {sorted(self.PACKAGES)}, chroma-mfcc "
+                             f"or contrastive")
         if weights is None or not Path(weights).is_file():
             raise FileNotFoundError(
                 f"the {name} embedding needs its weights file (got {weights!r}); this machine cannot download "
@@ -158,8 +159,36 @@ def _pretrained_loader(name: str, module, weights: str, device: str) -> Callable
     return lambda y: model.forward(y, fs=16000).detach().cpu().numpy()
 
 
+class ContrastiveBassEmbedding:
+    """The trained contrastive model's bass encoder (jobs/train_contrastive.py), one embedding per
+    crop-length window, windows overlapping by half."""
+
+    def __init__(self, model):
+        self.model, self.name = model, "contrastive-bass"
+        self.sample_rate = model.cfg.sample_rate
+        self.window = int(model.cfg.crop_seconds * self.sample_rate)
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        import torch
+
+        from bassray.models.contrastive import windows
+        mono = np.asarray(audio, np.float32)
+        mono = mono.mean(axis=0) if mono.ndim == 2 else mono
+        with torch.no_grad():
+            crops = windows(torch.from_numpy(np.ascontiguousarray(mono)), self.window, self.window // 2)
+            return self.model.embed_bass(crops).numpy().astype(np.float64)
+
+
 def load_embedding(name: str = "chroma-mfcc", weights: str | Path | None = None, sample_rate: int = 16000,
                    device: str = "cpu") -> Embedding:
+    """``chroma-mfcc`` (no weights), ``contrastive`` (weights = a contrastive bundle folder), or a
+    pretrained ``vggish`` / ``panns`` / ``clap`` (weights = its checkpoint file)."""
     if name == "chroma-mfcc":
         return ChromaMfccEmbedding(sample_rate)
+    if name == "contrastive":
+        if weights is None:
+            raise FileNotFoundError("the contrastive embedding needs a contrastive bundle: train one with "
+                                    "`python jobs/train_contrastive.py --data SHARDS` and pass its folder")
+        from bassray.train.contrastive_bundle import load_contrastive
+        return ContrastiveBassEmbedding(load_contrastive(weights, device))
     return PretrainedEmbedding(name, weights, device)

@@ -44,7 +44,7 @@ def read_engine_module_state(engine_dir: str | Path, tag: str = "weights") -> di
 
 
 def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write the bundle of an autoencoder or diffusion checkpoint (or a run's newest) to ``out_dir``."""
+    """Write the bundle of an autoencoder, diffusion or contrastive checkpoint (or a run's newest) to ``out_dir``."""
     from bassray.train.bundle import save_bundle
 
     checkpoint_dir = resolve_checkpoint(checkpoint_dir)
@@ -60,6 +60,9 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
     elif stage == "diffusion":
         from bassray.train.diffusion_bundle import export_diffusion_checkpoint
         path = export_diffusion_checkpoint(checkpoint_dir, state, config, out_dir)
+    elif stage == "contrastive":
+        from bassray.train.contrastive_bundle import export_contrastive_checkpoint
+        path = export_contrastive_checkpoint(checkpoint_dir, state, out_dir)
     else:
         raise ValueError(f"checkpoint {checkpoint_dir} has unknown stage {stage!r}")
     log.info("exported %s checkpoint at step %s to %s", stage, state["step"], path)

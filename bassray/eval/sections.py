@@ -1,0 +1,152 @@
+"""The report's experiment sections beyond musical fit, each runnable alone
+(``bassray evaluate --only fad-steps``): Fig. 2 sweeps, Fig. 3 matching, Table 1 style grounding
+and length generalisation. Each takes the loaded generator and held-out rows, writes its JSON (and
+PNG) under ``out`` and returns its part of report.json. No Ray here.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bassray.eval import sweeps
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("fit", "fad-steps", "fad-guidance", "matching", "style", "length")
+
+
+@dataclass
+class ExperimentOptions:
+    steps_grid: tuple[int, ...] = sweeps.STEP_COUNTS
+    guidance_weights: tuple[float, ...] = sweeps.GUIDANCE_WEIGHTS
+    rescale_phis: tuple[float, ...] = sweeps.RESCALE_PHIS
+    fit_songs: int = 12              # songs scored by pYIN per sweep point (the slow part)
+    matching_songs: int = 25
+    length_songs: int = 8
+    length_multiples: tuple[int, ...] = (1, 2, 4)
+    fad_embedding: str = "chroma-mfcc"
+    fad_weights: str | None = None   # a checkpoint file, or the contrastive bundle folder
+    contrastive: str | None = None   # contrastive bundle: matching, style distances
+    seed: int = 0
+
+
+def _write_json(out: Path, name: str, data: Any) -> None:
+    (out / name).write_text(json.dumps(data, indent=2, default=float))
+
+
+def _embedding(opts: ExperimentOptions):
+    from bassray.eval.fad import load_embedding
+    weights = opts.fad_weights or (opts.contrastive if opts.fad_embedding == "contrastive" else None)
+    return load_embedding(opts.fad_embedding, weights)
+
+
+def _sweep_baselines(generator, rows, embedding, true_stats, fit_songs: int) -> dict[str, dict[str, float]]:
+    """FAD and chord-tone of another song's true bass (the floor) and the true bass's chord-tone."""
+    from bassray.eval.fad import fad_from_stats
+    from bassray.eval.musical_fit import bass_fit
+    rate = generator.config.audio.sample_rate
+    other = fad_from_stats(sweeps.embed_clips(embedding, [r["other_target"] for r in rows], rate), true_stats,
+                           embedding.name)
+    fit = {kind: float(np.nanmean([bass_fit(r[key], rate, json.loads(r["truth"]))["chord_tone"]
+                                   for r in rows[:fit_songs]]))
+           for kind, key in (("true bass", "target"), ("another song's bass", "other_target"))}
+    return {"fad": {"another song's bass": other.fad}, "chord_tone": fit}
+
+
+def run_fad_sweep(kind: str, generator, rows: list[dict[str, Any]], out: Path, opts: ExperimentOptions
+                  ) -> dict[str, Any]:
+    """``kind`` "fad-steps" (DDIM steps at the bundle's guidance) or "fad-guidance" (w x phi at
+    the bundle's step count)."""
+    sampler = generator.config.sampler
+    embedding = _embedding(opts)
+    rate = generator.config.audio.sample_rate
+    true_stats = sweeps.embed_clips(embedding, [r["target"] for r in rows], rate)
+    fit_songs = min(opts.fit_songs, len(rows))
+
+    def score(**point):
+        return sweeps.score_setting(generator, rows, embedding, true_stats, seed=opts.seed, fit_songs=fit_songs,
+                                    **point)
+
+    baselines = _sweep_baselines(generator, rows, embedding, true_stats, fit_songs)
+    unconditional = score(steps=sampler.steps, cfg_weight=0.0, rescale_phi=0.0)
+    baselines["fad"]["unconditional model"] = unconditional["fad"]
+    baselines["chord_tone"]["unconditional model"] = unconditional["chord_tone"]
+    if kind == "fad-steps":
+        points = sweeps.run_sweep(sweeps.steps_points(opts.steps_grid, sampler.cfg_weight, sampler.rescale_phi),
+                                  score, kind)
+        x, series, title = "steps", None, f"DDIM steps (w = {sampler.cfg_weight}, phi = {sampler.rescale_phi})"
+    else:
+        points = sweeps.run_sweep(sweeps.guidance_points(opts.guidance_weights, opts.rescale_phis, sampler.steps),
+                                  score, kind)
+        x, series, title = "cfg_weight", "rescale_phi", f"guidance weight w per rescale phi ({sampler.steps} steps)"
+    name = kind.replace("-", "_")
+    sweeps.plot_sweep(points, x, series, out / f"{name}.png", f"{title}; {len(rows)} songs, FAD "
+                      f"{embedding.name}, chord-tone on {fit_songs}", baselines)
+    result = {"points": points, "baselines": baselines, "songs": len(rows), "fit_songs": fit_songs,
+              "embedding": embedding.name, "plot": f"{name}.png"}
+    _write_json(out, f"{name}.json", result)
+    return result
+
+
+def run_matching(generator, rows: list[dict[str, Any]], out: Path, opts: ExperimentOptions) -> dict[str, Any]:
+    from bassray.eval.matching import matching, plot_assignment
+    from bassray.inference import GenerationSettings
+    from bassray.train.contrastive_bundle import load_contrastive
+    if not opts.contrastive:
+        raise ValueError("the matching section needs a contrastive model: train one with "
+                         "`python jobs/train_contrastive.py --data SHARDS` and pass --contrastive BUNDLE")
+    model = load_contrastive(opts.contrastive)
+    rows = rows[:opts.matching_songs]
+    sampler = generator.config.sampler
+    mixes = [r["mix"] for r in rows]
+    generated = generator.generate(mixes, [GenerationSettings(steps=sampler.steps, cfg_weight=sampler.cfg_weight,
+                                                              rescale_phi=sampler.rescale_phi, seed=opts.seed + i)
+                                           for i in range(len(rows))])
+    result = matching(model, mixes, {"generated": generated, "true": [r["target"] for r in rows]})
+    plot_assignment({k: result["matrices"][k] for k in ("generated", "true", "shuffled")},
+                    out / "matching.png", result["chance"], result["top1"])
+    result["plot"] = "matching.png"
+    _write_json(out, "matching.json", result)
+    return {k: v for k, v in result.items() if k != "matrices"}
+
+
+def run_style(generator, rows: list[dict[str, Any]], data_dir: str, out: Path, opts: ExperimentOptions
+              ) -> dict[str, Any]:
+    from bassray.eval.style import ProgramClassifier, style_grounding, training_clips
+    target = generator.config.data.target_stem
+    clips, programs, rate = training_clips(data_dir, target)
+    if len(set(programs)) < 2:
+        raise ValueError(f"the style section needs train songs of at least two {target} programs in {data_dir}")
+    classifier = ProgramClassifier().fit(clips, programs, rate)
+    contrastive = None
+    if opts.contrastive:
+        from bassray.train.contrastive_bundle import load_contrastive
+        contrastive = load_contrastive(opts.contrastive)
+    sampler = generator.config.sampler
+    result = style_grounding(generator, rows, classifier, contrastive=contrastive, steps=sampler.steps,
+                             cfg_weight=sampler.cfg_weight, rescale_phi=sampler.rescale_phi, seed=opts.seed)
+    result["classifier_train_clips"] = len(clips)
+    _write_json(out, "style.json", result)
+    return result
+
+
+def run_length(generator, out: Path, opts: ExperimentOptions) -> dict[str, Any]:
+    from bassray.eval.fad import load_embedding
+    from bassray.eval.length import length_generalisation, long_songs
+    config = generator.config
+    crop_frames = config.diffusion_training.crop_frames
+    seconds = max(opts.length_multiples) * crop_frames * generator.target_ae.hop_length / config.audio.sample_rate
+    songs = long_songs(config, opts.length_songs, seconds + 0.5, seed=opts.seed)
+    # chroma-mfcc whatever the report's FAD embedding: a crop holds too few contrastive windows
+    # for a covariance.
+    result = length_generalisation(generator, songs, crop_frames, load_embedding("chroma-mfcc"),
+                                   multiples=opts.length_multiples, steps=config.sampler.steps,
+                                   cfg_weight=config.sampler.cfg_weight, rescale_phi=config.sampler.rescale_phi,
+                                   seed=opts.seed)
+    _write_json(out, "length.json", result)
+    return result
