@@ -88,35 +88,73 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     out = generator.generate([mix], [GenerationSettings(steps=2)])[0]
     assert out.shape == mix.shape and np.isfinite(out).all()
 
-    # `bassray evaluate`: score generated bass lines on held-out songs with chords.
+    # The contrastive model on Ray Train, registered (the report's matching and style distances use it).
+    from bassray.distributed.train_contrastive import train_contrastive
+    from bassray.models.contrastive import ContrastiveConfig
+    contrastive = train_contrastive(load_config("tiny"), shards, max_steps=2, batch_size=4, checkpoint_every=2,
+                                    contrastive=ContrastiveConfig(crop_seconds=2.0, channels=16, embed_dim=16),
+                                    root=bassray_home, run_name="contrastive")
+    assert mlflow.MlflowClient(uri).get_model_version("bassray-contrastive", contrastive.model_version)
+    assert _metric_steps(uri, contrastive.mlflow_run_id, "loss") == [2]
+
+    # `bassray evaluate`: musical fit of generated bass lines on held-out songs with chords, then
+    # every experiment section on small grids.
     eval_shards = tmp_path / "eval_shards"
-    write_shards(_songs_with_chords(3, config.audio.sample_rate), eval_shards, shard_target_mb=0.2,
+    rate = config.audio.sample_rate
+    write_shards(_songs_with_chords(3, rate), eval_shards, shard_target_mb=0.2,
                  val_fraction=0.0, test_fraction=1.0, split_seed=0)
+    # Train songs for the program classifier, written apart (a write replaces a folder's shard set).
+    write_shards(_songs_with_chords(4, rate, first=3), tmp_path / "train_shards", shard_target_mb=0.2,
+                 val_fraction=0.0, test_fraction=0.0, split_seed=0)
+    for shard in (tmp_path / "train_shards").glob("train-*.tar"):
+        shard.rename(eval_shards / shard.name)
     report_dir = tmp_path / "report"
     assert cli_main(["evaluate", str(ldm.bundle_dir), str(eval_shards), "--songs", "3", "--steps", "2",
-                     "--actors", "1", "--out", str(report_dir)]) == 0
+                     "--actors", "1", "--out", str(report_dir), "--contrastive", str(contrastive.bundle_dir),
+                     "--steps-grid", "1,2", "--weights", "1,3", "--phis", "0,0.7", "--fit-songs", "2",
+                     "--matching-songs", "3", "--length-songs", "2", "--length-multiples", "1,2"]) == 0
     report = json.loads((report_dir / "report.json").read_text())
     assert report["songs"] == 3 and len(report["per_song"]) == 3
     kinds = report["kinds"]
     assert set(kinds) == {"true", "reconstruction", "generated", "unconditional", "other_song"}
     assert kinds["true"]["chord_tone"] >= 0.8  # the ceiling: a bass on its chords' roots
     assert "pitch_accuracy" in report["reconstruction_fidelity"]
-    assert "| true bass (ceiling) |" in (report_dir / "report.md").read_text()
+    text = (report_dir / "report.md").read_text()
+    assert "| true bass (ceiling) |" in text and "Fréchet audio distance" in text
     fad = report["fad"]  # every kind against the true basses, naming embedding and counts
-    assert set(fad) == {"other_song", "reconstruction", "generated", "unconditional"}
+    assert set(fad) == {"other_songs", "reconstruction", "generated", "unconditional"}  # other songs: train split
     assert all(r["embedding"] == "chroma-mfcc" and r["clips"] == 3 and r["fad"] >= 0 for r in fad.values())
-    assert "Fréchet audio distance" in (report_dir / "report.md").read_text()
     for row in report["per_song"]:
         for kind in ("mix", "generated", "true", "reconstruction", "unconditional", "other_song"):
             assert (report_dir / "audio" / f"{row['key']}.{kind}.wav").exists()
+    assert [p["steps"] for p in report["fad_steps"]["points"]] == [1, 2]
+    assert len(report["fad_guidance"]["points"]) == 4
+    for section in ("fad_steps", "fad_guidance"):
+        assert (report_dir / report[section]["plot"]).exists()
+        assert all(p["fad"] >= 0 and 0 <= p["chord_tone"] <= 1 for p in report[section]["points"])
+    assert set(report["matching"]["top1"]) == {"generated", "true", "shuffled"}
+    assert (report_dir / "matching.png").exists()
+    assert set(report["style"]["table"]) == {"grounded", "ungrounded", "true bass (another program)"}
+    assert "contrastive_distance" in report["style"]["table"]["grounded"]
+    assert [len(v) for v in report["length"]["multiples"].values()] == [1, 2]
+    page = (report_dir / "report.html").read_text()
+    assert "<audio" in page and "Length generalisation" in page and "Style grounding" in page
+
+    # A section run alone merges into the report it finds.
+    assert cli_main(["evaluate", str(ldm.bundle_dir), str(eval_shards), "--songs", "3", "--out", str(report_dir),
+                     "--only", "fad-steps", "--steps-grid", "3", "--fit-songs", "1"]) == 0
+    merged = json.loads((report_dir / "report.json").read_text())
+    assert [p["steps"] for p in merged["fad_steps"]["points"]] == [3]
+    assert merged["per_song"] == report["per_song"] and merged["style"] == report["style"]
 
 
-def _songs_with_chords(n: int, rate: int):
-    """Held-out songs with ground truth: a harmonic bass on each bar's chord root, a sine triad as
-    the other stem, one chord per second."""
+def _songs_with_chords(n: int, rate: int, first: int = 0):
+    """Songs with ground truth: a harmonic bass on each bar's chord root, a sine triad as the other
+    stem, one chord per second. Even songs' bass is bright (GM program 33), odd songs' dull (38)."""
     from bassray.data.shards import TrackSegment
     segments = []
-    for i in range(n):
+    for i in range(first, first + n):
+        harmonics = 6 if i % 2 == 0 else 2
         roots = [(i * 5 + 7 * b) % 12 for b in range(4)]
         t = np.arange(4 * rate) / rate
         bass, keys = np.zeros_like(t), np.zeros_like(t)
@@ -124,11 +162,11 @@ def _songs_with_chords(n: int, rate: int):
             on = (t >= b) & (t < b + 1)
             f0 = 440.0 * 2 ** ((36 + root - 69) / 12)
             tt = t[on] - b
-            bass[on] = np.exp(-2 * tt) * sum(0.3 / h * np.sin(2 * np.pi * h * f0 * tt) for h in range(1, 6))
+            bass[on] = np.exp(-2 * tt) * sum(0.3 / h * np.sin(2 * np.pi * h * f0 * tt) for h in range(1, harmonics))
             keys[on] = sum(0.05 * np.sin(2 * np.pi * 440.0 * 2 ** ((60 + root + k - 69) / 12) * tt) for k in (0, 4, 7))
         meta = {"chords": [{"start": float(b), "end": float(b + 1), "root": r, "intervals": [0, 4, 7]}
                            for b, r in enumerate(roots)],
-                "tempo": 120.0, "parts": {"bass": {"notes": [[36 + r, float(b), float(b + 1), 100]
+                "tempo": 120.0, "programs": {"bass": 33 if i % 2 == 0 else 38}, "parts": {"bass": {"notes": [[36 + r, float(b), float(b + 1), 100]
                                                             for b, r in enumerate(roots)]}}}
         stereo = lambda x: np.stack([x, x]).astype(np.float32)  # noqa: E731
         segments.append(TrackSegment(key=f"song{i}", track_id=f"song{i}", sample_rate=rate,

@@ -15,7 +15,7 @@ import ray.data
 
 from bassray.distributed.runner import ensure_ray
 from bassray.eval.evaluate import (SongScorer, fad_against_true, held_out_songs, markdown_report, summarise,
-                                   write_spectrograms)
+                                   training_basses, write_spectrograms)
 from bassray.eval.report import sections_markdown, write_html
 from bassray.eval.sections import (SECTIONS, ExperimentOptions, run_fad_sweep, run_length, run_matching,
                                    run_style)
@@ -45,9 +45,14 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     items = held_out_songs(data_dir, splits, target, songs)
     report_path = out / "report.json"
     report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.exists() and only else {}
+    if report and report.get("bundle") != str(bundle_dir):
+        log.warning("evaluate: %s is the report of another bundle (%s): starting a new one", report_path,
+                    report.get("bundle"))
+        report = {}
+    report["bundle"] = str(bundle_dir)
     if "fit" in wanted:
-        report.update(score_songs(items, bundle_dir, data_dir, out, splits=splits, steps=steps, seed=seed,
-                                  actors=actors, bundle_metadata=meta))
+        report.update(score_songs(items, bundle_dir, data_dir, out, target=target, splits=splits, steps=steps,
+                                  seed=seed, actors=actors, bundle_metadata=meta))
     rest = [s for s in wanted if s != "fit"]
     if rest:
         from bassray.inference import BassGenerator
@@ -56,13 +61,14 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
             started = time.perf_counter()
             log.info("evaluate: section %s", section)
             if section in ("fad-steps", "fad-guidance"):
-                result = run_fad_sweep(section, generator, items, out, options)
+                reference = training_basses(data_dir, target, len(items))
+                result = run_fad_sweep(section, generator, items, out, options, reference, ray_map)
             elif section == "matching":
                 result = run_matching(generator, items, out, options)
             elif section == "style":
                 result = run_style(generator, items, str(data_dir), out, options)
             else:
-                result = run_length(generator, out, options)
+                result = run_length(generator, out, options, ray_map)
             result["seconds"] = time.perf_counter() - started
             report[section.replace("-", "_")] = result
     report_path.write_text(json.dumps(report, indent=2, default=float))
@@ -75,8 +81,15 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     return report
 
 
+def ray_map(fn, *iterables) -> list:
+    """``map`` over Ray tasks (one CPU each): the sections' pYIN scoring spreads over the cluster."""
+    ensure_ray()
+    remote = ray.remote(num_cpus=1)(fn)
+    return ray.get([remote.remote(*args) for args in zip(*iterables)])
+
+
 def score_songs(items: list[dict[str, Any]], bundle_dir: str | Path, data_dir: str | Path, out: Path, *,
-                splits: Sequence[str], steps: int | None, seed: int, actors: int,
+                target: str, splits: Sequence[str], steps: int | None, seed: int, actors: int,
                 bundle_metadata: dict[str, Any]) -> dict[str, Any]:
     """The musical-fit section: every song scored five ways in a Ray Data actor pool, the FAD
     table and the spectrograms."""
@@ -93,6 +106,8 @@ def score_songs(items: list[dict[str, Any]], bundle_dir: str | Path, data_dir: s
     report.update(bundle=str(bundle_dir), data=str(data_dir), splits=list(splits), seed=seed,
                   steps=steps, bundle_metadata=bundle_metadata, per_song=rows)
     if len(rows) >= 2:
-        report["fad"] = fad_against_true(out, [r["key"] for r in rows])
+        reference = training_basses(data_dir, target, len(rows))
+        report["fad"] = fad_against_true(out, [r["key"] for r in rows], reference=reference,
+                                         reference_rate=int(items[0]["sample_rate"]))
     write_spectrograms(out, [r["key"] for r in rows[:3]])
     return report

@@ -163,17 +163,35 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
     return "\n".join(parts) + "\n"
 
 
-FAD_KINDS = ("other_song", "reconstruction", "generated", "unconditional")
-FAD_TITLES = {"other_song": "another song's bass (same distribution: the best reachable)",
+FAD_KINDS = ("other_songs", "reconstruction", "generated", "unconditional")
+FAD_TITLES = {"other_songs": "true basses of other songs (train split): the best reachable",
               "reconstruction": "bass autoencoder's reconstruction", "generated": "**generated bass**",
               "unconditional": "unconditional model"}
 
 
+def training_basses(data_dir: str | Path, target: str, count: int) -> list[np.ndarray]:
+    """The target stems of up to ``count`` train-split segments: FAD's reference for a real bass
+    that ignores the mix. (Another held-out song's bass will not do: over all songs those are the
+    true basses re-ordered, the same set, FAD 0.)"""
+    from bassray.data.shards import iter_segments, list_shards
+    clips: list[np.ndarray] = []
+    try:
+        paths = list_shards(data_dir, "train")
+    except FileNotFoundError:
+        return clips
+    for seg in iter_segments(paths):
+        if target in seg.stems:
+            clips.append(seg.stems[target])
+        if len(clips) >= count:
+            break
+    return clips
+
+
 def fad_against_true(out: Path, keys: list[str], embedding_name: str = "chroma-mfcc",
-                     weights: str | None = None) -> dict[str, dict[str, Any]]:
-    """FAD of each kind's clips against the true basses (the audio written under ``out/audio``).
-    Another song's bass comes from the same distribution as the true one, so its FAD is what a
-    perfect generator that ignored the mix would reach (sampling noise only)."""
+                     weights: str | None = None, reference: list[np.ndarray] | None = None,
+                     reference_rate: int | None = None) -> dict[str, dict[str, Any]]:
+    """FAD of each kind's clips (the audio written under ``out/audio``) against the true basses,
+    and of ``reference`` clips (see :func:`training_basses`) when given."""
     from bassray.audio import conform, read_audio
     from bassray.eval.fad import fad_from_stats, gaussian_stats, load_embedding
     embedding = load_embedding(embedding_name, weights)
@@ -188,7 +206,14 @@ def fad_against_true(out: Path, keys: list[str], embedding_name: str = "chroma-m
     true = stats("true")
     results = {}
     for kind in FAD_KINDS:
-        r = fad_from_stats(stats(kind), true, embedding.name)
+        if kind == "other_songs":
+            if not reference:
+                continue
+            kind_stats = gaussian_stats(embedding(conform(c, reference_rate, embedding.sample_rate, 1))
+                                        for c in reference)
+        else:
+            kind_stats = stats(kind)
+        r = fad_from_stats(kind_stats, true, embedding.name)
         results[kind] = {"fad": r.fad, "embedding": r.embedding, "clips": r.clips_a, "frames": r.frames_a,
                          "true_clips": r.clips_b, "true_frames": r.frames_b}
     return results

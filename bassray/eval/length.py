@@ -37,16 +37,15 @@ def long_songs(config, count: int, seconds: float, seed: int = 0) -> list[dict[s
 
 def length_generalisation(generator, songs: list[dict[str, Any]], crop_frames: int, embedding, *,
                           multiples: Sequence[int] = (1, 2, 4), steps: int, cfg_weight: float,
-                          rescale_phi: float, seed: int = 0) -> dict[str, Any]:
+                          rescale_phi: float, seed: int = 0, mapper=map) -> dict[str, Any]:
     """Per multiple m: generate each song's first m crops at once, then per segment k < m the mean
     chord-tone / root agreement over songs and the FAD of segment k against all true segments."""
     from bassray.data.compose import cut_ground_truth
     from bassray.eval.fad import fad_from_stats
-    from bassray.eval.musical_fit import bass_fit
-    from bassray.eval.sweeps import embed_clips
+    from bassray.eval.sweeps import embed_clips, fits
     from bassray.inference import GenerationSettings
     rate = generator.config.audio.sample_rate
-    crop = crop_frames * generator.target_ae.hop_length
+    crop = crop_frames * generator.target_ae.hop_samples
     longest = max(multiples)
     if any(s["mix"].shape[-1] < longest * crop for s in songs):
         raise ValueError(f"songs must last {longest * crop / rate:.1f} s for {longest}x the crop")
@@ -61,18 +60,16 @@ def length_generalisation(generator, songs: list[dict[str, Any]], crop_frames: i
         segments = []
         for k in range(m):
             clips = [b[:, k * crop:(k + 1) * crop] for b in basses]
-            fits = [bass_fit(c, rate, cut_ground_truth(s["truth"], k * crop / rate, (k + 1) * crop / rate))
-                    for c, s in zip(clips, songs)]
+            scores = fits(clips, rate, [cut_ground_truth(s["truth"], k * crop / rate, (k + 1) * crop / rate)
+                                        for s in songs], mapper)
             fad = fad_from_stats(embed_clips(embedding, clips, rate), true_stats, embedding.name)
             segments.append({"segment": k, "start_s": k * crop / rate, "fad": fad.fad,
-                             "chord_tone": float(np.nanmean([f["chord_tone"] for f in fits])),
-                             "root": float(np.nanmean([f["root"] for f in fits]))})
+                             "chord_tone": float(np.nanmean([f["chord_tone"] for f in scores])),
+                             "root": float(np.nanmean([f["root"] for f in scores]))})
             log.info("length %dx segment %d: chord-tone %.2f, FAD %.3f", m, k, segments[-1]["chord_tone"], fad.fad)
         out["multiples"][str(m)] = segments
-    true_fit = [bass_fit(s["target"][:, k * crop:(k + 1) * crop], rate,
-                         cut_ground_truth(s["truth"], k * crop / rate, (k + 1) * crop / rate))["chord_tone"]
-                for s in songs for k in range(longest)]
-    out["true_chord_tone"] = float(np.nanmean(true_fit))
+    truths = [cut_ground_truth(s["truth"], k * crop / rate, (k + 1) * crop / rate) for s in songs for k in range(longest)]
+    out["true_chord_tone"] = float(np.nanmean([f["chord_tone"] for f in fits(true_segments, rate, truths, mapper)]))
     return out
 
 

@@ -45,21 +45,25 @@ def _embedding(opts: ExperimentOptions):
     return load_embedding(opts.fad_embedding, weights)
 
 
-def _sweep_baselines(generator, rows, embedding, true_stats, fit_songs: int) -> dict[str, dict[str, float]]:
-    """FAD and chord-tone of another song's true bass (the floor) and the true bass's chord-tone."""
+def _sweep_baselines(generator, rows, embedding, true_stats, fit_songs: int, reference: list[np.ndarray],
+                     mapper: sweeps.Mapper) -> dict[str, dict[str, float]]:
+    """Chord-tone of the true bass (ceiling) and of another song's bass (floor); FAD of other
+    songs' true basses (``reference``, from the train split: a real bass that ignores the mix)."""
     from bassray.eval.fad import fad_from_stats
-    from bassray.eval.musical_fit import bass_fit
     rate = generator.config.audio.sample_rate
-    other = fad_from_stats(sweeps.embed_clips(embedding, [r["other_target"] for r in rows], rate), true_stats,
-                           embedding.name)
-    fit = {kind: float(np.nanmean([bass_fit(r[key], rate, json.loads(r["truth"]))["chord_tone"]
-                                   for r in rows[:fit_songs]]))
+    truths = [json.loads(r["truth"]) for r in rows[:fit_songs]]
+    fit = {kind: float(np.nanmean([f["chord_tone"] for f in sweeps.fits([r[key] for r in rows[:fit_songs]], rate,
+                                                                       truths, mapper)]))
            for kind, key in (("true bass", "target"), ("another song's bass", "other_target"))}
-    return {"fad": {"another song's bass": other.fad}, "chord_tone": fit}
+    fad = {}
+    if reference:
+        fad["other songs' true bass"] = fad_from_stats(sweeps.embed_clips(embedding, reference, rate), true_stats,
+                                                       embedding.name).fad
+    return {"fad": fad, "chord_tone": fit}
 
 
-def run_fad_sweep(kind: str, generator, rows: list[dict[str, Any]], out: Path, opts: ExperimentOptions
-                  ) -> dict[str, Any]:
+def run_fad_sweep(kind: str, generator, rows: list[dict[str, Any]], out: Path, opts: ExperimentOptions,
+                  reference: list[np.ndarray], mapper: sweeps.Mapper = map) -> dict[str, Any]:
     """``kind`` "fad-steps" (DDIM steps at the bundle's guidance) or "fad-guidance" (w x phi at
     the bundle's step count)."""
     sampler = generator.config.sampler
@@ -70,9 +74,9 @@ def run_fad_sweep(kind: str, generator, rows: list[dict[str, Any]], out: Path, o
 
     def score(**point):
         return sweeps.score_setting(generator, rows, embedding, true_stats, seed=opts.seed, fit_songs=fit_songs,
-                                    **point)
+                                    mapper=mapper, **point)
 
-    baselines = _sweep_baselines(generator, rows, embedding, true_stats, fit_songs)
+    baselines = _sweep_baselines(generator, rows, embedding, true_stats, fit_songs, reference, mapper)
     unconditional = score(steps=sampler.steps, cfg_weight=0.0, rescale_phi=0.0)
     baselines["fad"]["unconditional model"] = unconditional["fad"]
     baselines["chord_tone"]["unconditional model"] = unconditional["chord_tone"]
@@ -135,18 +139,18 @@ def run_style(generator, rows: list[dict[str, Any]], data_dir: str, out: Path, o
     return result
 
 
-def run_length(generator, out: Path, opts: ExperimentOptions) -> dict[str, Any]:
+def run_length(generator, out: Path, opts: ExperimentOptions, mapper: sweeps.Mapper = map) -> dict[str, Any]:
     from bassray.eval.fad import load_embedding
     from bassray.eval.length import length_generalisation, long_songs
     config = generator.config
     crop_frames = config.diffusion_training.crop_frames
-    seconds = max(opts.length_multiples) * crop_frames * generator.target_ae.hop_length / config.audio.sample_rate
+    seconds = max(opts.length_multiples) * crop_frames * generator.target_ae.hop_samples / config.audio.sample_rate
     songs = long_songs(config, opts.length_songs, seconds + 0.5, seed=opts.seed)
     # chroma-mfcc whatever the report's FAD embedding: a crop holds too few contrastive windows
     # for a covariance.
     result = length_generalisation(generator, songs, crop_frames, load_embedding("chroma-mfcc"),
                                    multiples=opts.length_multiples, steps=config.sampler.steps,
                                    cfg_weight=config.sampler.cfg_weight, rescale_phi=config.sampler.rescale_phi,
-                                   seed=opts.seed)
+                                   seed=opts.seed, mapper=mapper)
     _write_json(out, "length.json", result)
     return result

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+Mapper = Callable[..., Iterable[Any]]  # map(fn, *iterables), or a parallel one (Ray tasks)
 
 STEP_COUNTS = (4, 8, 16, 32, 64, 128)
 GUIDANCE_WEIGHTS = (1.0, 1.5, 2.0, 3.0, 5.0)
@@ -26,22 +28,30 @@ def embed_clips(embedding, clips: Sequence[np.ndarray], rate: int):
     return gaussian_stats(embedding(conform(c, rate, embedding.sample_rate, 1)) for c in clips)
 
 
+def fits(basses: Sequence[np.ndarray], rate: int, truths: Sequence[dict[str, Any]], mapper: Mapper = map
+         ) -> list[dict[str, float]]:
+    """``bass_fit`` of each bass against its truth, through ``mapper`` (a parallel map where
+    available: pYIN is the slow part of every experiment)."""
+    from bassray.eval.musical_fit import bass_fit
+    return list(mapper(bass_fit, basses, [rate] * len(basses), truths))
+
+
 def score_setting(generator, rows: list[dict[str, Any]], embedding, true_stats, *, steps: int, cfg_weight: float,
-                  rescale_phi: float, seed: int, fit_songs: int) -> dict[str, Any]:
+                  rescale_phi: float, seed: int, fit_songs: int, mapper: Mapper = map) -> dict[str, Any]:
     """Generate one bass per held-out row with one setting; its FAD against the true basses and
     the mean chord-tone agreement over the first ``fit_songs`` songs."""
     from bassray.eval.fad import fad_from_stats
-    from bassray.eval.musical_fit import bass_fit
     from bassray.inference import GenerationSettings
     rate = generator.config.audio.sample_rate
     settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi, seed=seed + i)
                 for i in range(len(rows))]
     basses = generator.generate([r["mix"] for r in rows], settings)
     result = fad_from_stats(embed_clips(embedding, basses, rate), true_stats, embedding.name)
-    fits = [bass_fit(b, rate, json.loads(r["truth"]))["chord_tone"] for b, r in zip(basses[:fit_songs], rows)]
+    scores = [f["chord_tone"] for f in fits(basses[:fit_songs], rate, [json.loads(r["truth"]) for r in rows[:fit_songs]],
+                                            mapper)]
     return {"steps": steps, "cfg_weight": cfg_weight, "rescale_phi": rescale_phi, "fad": result.fad,
-            "chord_tone": float(np.nanmean(fits)) if fits else float("nan"), "embedding": result.embedding,
-            "clips": result.clips_a, "frames": result.frames_a, "fit_songs": len(fits)}
+            "chord_tone": float(np.nanmean(scores)) if scores else float("nan"), "embedding": result.embedding,
+            "clips": result.clips_a, "frames": result.frames_a, "fit_songs": len(scores)}
 
 
 def run_sweep(points: Sequence[dict[str, float]], score: Callable[..., dict[str, Any]],
@@ -78,9 +88,10 @@ def plot_sweep(points: list[dict[str, Any]], x: str, series: str | None, path: P
         label = f"{series} = {key}" if series else None
         for ax, metric in zip(axes, ("fad", "chord_tone")):
             ax.plot([p[x] for p in group], [p[metric] for p in group], marker="o", label=label)
+    names = sorted({name for values in baselines.values() for name in values})
     for ax, metric in zip(axes, ("fad", "chord_tone")):
-        for i, (name, value) in enumerate(baselines.get(metric, {}).items()):
-            ax.axhline(value, color=f"C{7 + i}", linestyle="--", linewidth=1, label=name)
+        for name, value in baselines.get(metric, {}).items():
+            ax.axhline(value, color=f"C{6 + names.index(name)}", linestyle="--", linewidth=1, label=name)
         ax.set_xlabel(x)
         ax.set_ylabel({"fad": "FAD vs true bass", "chord_tone": "chord-tone agreement"}[metric])
         if x == "steps":
