@@ -94,7 +94,8 @@ def cmd_evaluate(args) -> int:
     from bassray.eval.evaluate import fad_table, fit_table
     from bassray.eval.sections import ExperimentOptions
     options = ExperimentOptions(
-        steps_grid=_numbers(args.steps_grid, int), guidance_weights=_numbers(args.weights),
+        steps_grid=_numbers(args.steps_grid, int), samplers=tuple(v.strip() for v in args.samplers.split(",")),
+        guidance_weights=_numbers(args.weights),
         rescale_phis=_numbers(args.phis), fit_songs=args.fit_songs, matching_songs=args.matching_songs,
         length_songs=args.length_songs, length_multiples=_numbers(args.length_multiples, int),
         fad_embedding=args.fad_embedding, fad_weights=args.fad_weights, contrastive=args.contrastive,
@@ -112,8 +113,8 @@ def cmd_evaluate(args) -> int:
     for name in ("fad_steps", "fad_guidance"):
         if name in report and (only is None or name.replace("_", "-") in only):
             best = min(report[name]["points"], key=lambda p: p["fad"])
-            print(f"{name}: lowest FAD {best['fad']:.3f} at steps={best['steps']} w={best['cfg_weight']} "
-                  f"phi={best['rescale_phi']} ({name}.png)")
+            print(f"{name}: lowest FAD {best['fad']:.3f} at {best['sampler']} steps={best['steps']} "
+                  f"w={best['cfg_weight']} phi={best['rescale_phi']} ({name}.png)")
     if "matching" in report and (only is None or "matching" in only):
         print("matching top-1: " + ", ".join(f"{k} {v:.2f}" for k, v in report["matching"]["top1"].items())
               + f" (chance {report['matching']['chance']:.2f})")
@@ -134,7 +135,8 @@ def cmd_serve(args) -> int:
     from serve.access import is_loopback
     home = bassray_home(args.root)
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)
-    app_args = {"device": args.device, "max_batch_size": args.max_batch_size, "max_upload_mb": args.max_upload_mb,
+    app_args = {"device": args.device, "precision": args.precision, "max_batch_size": args.max_batch_size,
+                "max_upload_mb": args.max_upload_mb,
                 "max_seconds": args.max_seconds, "generation_timeout_s": args.generation_timeout,
                 "api_keys_file": args.api_keys_file, "rate_limit_per_minute": args.rate_limit,
                 # Beyond this machine, keys are required (the app refuses to start without them).
@@ -187,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default=None,
                    help="diffusion bundle folder or URI (s3://...; default: the newest under $BASSRAY_HOME)")
     p.add_argument("--style", type=Path, default=None, help="reference bass recording for its timbre")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: config, 64 in paper)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: config, 64 in paper)")
+    p.add_argument("--sampler", choices=["ddim", "dpmpp-2m"], default=None,
+                   help="ddim (the paper's) or dpmpp-2m (DPM-Solver++(2M)); default: the bundle's config")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance weight")
     p.add_argument("--rescale", type=float, default=None, help="CFG rescale phi in [0, 1]")
     p.add_argument("--seed", type=int, default=0)
@@ -199,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the model's own output level instead of the training collection's "
                         "median bass-to-mix level")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    p.add_argument("--bf16", action="store_true", help="run the U-Net in bfloat16")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="the U-Net's float type: auto = bf16 where the device runs it natively "
+                        "(AVX512-BF16/AMX CPUs, CUDA compute capability 8.0+), else fp32")
+    p.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="score generated bass lines for held-out songs (musical fit)")
@@ -220,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chroma-mfcc (no weights), contrastive, vggish, panns or clap")
     p.add_argument("--fad-weights", default=None, help="weights file of a pretrained FAD embedding "
                    "(default for contrastive: --contrastive)")
-    p.add_argument("--steps-grid", default="4,8,16,32,64,128", help="DDIM steps of the fad-steps sweep")
+    p.add_argument("--steps-grid", default="4,8,16,32,64,128", help="sampler steps of the fad-steps sweep")
+    p.add_argument("--samplers", default="ddim,dpmpp-2m", help="samplers the fad-steps sweep compares")
     p.add_argument("--weights", default="1,1.5,2,3,5", help="guidance weights w of the fad-guidance sweep")
     p.add_argument("--phis", default="0,0.5,0.7,1", help="rescale factors phi of the fad-guidance sweep")
     p.add_argument("--fit-songs", type=int, default=12, help="songs pYIN-scored per sweep point")
@@ -237,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=1, help="generator replicas")
     p.add_argument("--max-batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto = bf16 where the device runs it natively, else fp32 (/info says which)")
     p.add_argument("--api-keys-file", default=None,
                    help="file of API keys, one `name:secret` per line (default $BASSRAY_API_KEYS_FILE); "
                         "required when --host is not 127.0.0.1")

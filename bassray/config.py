@@ -148,6 +148,13 @@ class SamplerConfig:
     steps: int = 64
     cfg_weight: float = 1.0
     rescale_phi: float = 0.0
+    # "ddim" (the paper's) or "dpmpp-2m" (DPM-Solver++(2M): second order, fewer steps for the same ODE)
+    method: str = "ddim"
+
+    def __post_init__(self):
+        from bassray.diffusion.sampler import SAMPLERS
+        if self.method not in SAMPLERS:
+            raise ValueError(f"sampler.method must be one of {', '.join(SAMPLERS)}, not {self.method!r}")
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -159,7 +166,7 @@ class DistributedConfig:
     cpus_per_worker: float = 0.5
     use_gpu: bool = False
     zero_stage: int = 1
-    # "auto" = bf16 on GPU, fp32 on CPU; or "fp32" / "bf16".
+    # "auto" = bf16 on GPUs with native bf16 (compute capability 8.0+), fp32 otherwise; or "fp32" / "bf16".
     precision: str = "auto"
     # Ray Train's placement of the workers: PACK (Ray's default: as few nodes as fit) or SPREAD
     # (one per node where possible), or their STRICT_ forms.

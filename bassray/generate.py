@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from bassray.audio import conform, read_audio, write_audio
@@ -31,7 +31,7 @@ def variation_path(path: Path, index: int, count: int) -> Path:
 def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, steps: int,
                    cfg_weight: float, rescale_phi: float, seed: int, num_samples: int = 1,
                    style_path: Path | None = None, with_mix: Path | None = None,
-                   match_level: bool = True, midi: Path | None = None) -> list[Path]:
+                   match_level: bool = True, midi: Path | None = None, sampler: str | None = None) -> list[Path]:
     mix, in_rate = read_audio(mix_path)
     rate, channels = generator.sample_rate, generator.channels
     style = None
@@ -40,9 +40,9 @@ def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, st
         style = conform(style_audio, style_rate, rate, channels)
     model_mix = conform(mix, in_rate, rate, channels)
     settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi,
-                                   seed=seed + i, style_audio=style, match_level=match_level)
+                                   seed=seed + i, style_audio=style, match_level=match_level, sampler=sampler)
                 for i in range(num_samples)]
-    with tqdm(total=steps, desc="DDIM", unit="step") as bar:
+    with tqdm(total=steps, desc=sampler or generator.config.sampler.method, unit="step") as bar:
         basses = generator.generate([model_mix] * num_samples, settings,
                                     progress=lambda step, total: bar.update(1))
     written = []
@@ -62,16 +62,19 @@ def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, st
 
 
 def generate_command(args) -> int:
+    from bassray.precision import describe, resolve_precision, torch_dtype
     bundle = args.bundle or default_bundle()
+    precision = "bf16" if args.bf16 else args.precision
+    print(f"precision: {describe(precision, args.device)}", file=sys.stderr)
     generator = BassGenerator.from_bundle(bundle, device=args.device,
-                                          dtype=torch.bfloat16 if args.bf16 else torch.float32)
+                                          dtype=torch_dtype(resolve_precision(precision, args.device)))
     sampler = generator.config.sampler
     paths = generate_files(
         generator, args.mix, args.output, steps=args.steps or sampler.steps,
         cfg_weight=sampler.cfg_weight if args.cfg is None else args.cfg,
         rescale_phi=sampler.rescale_phi if args.rescale is None else args.rescale,
         seed=args.seed, num_samples=args.num_samples, style_path=args.style, with_mix=args.with_mix,
-        match_level=not args.model_level, midi=args.midi)
+        match_level=not args.model_level, midi=args.midi, sampler=args.sampler)
     for path in paths:
         print(path)
     return 0

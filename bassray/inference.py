@@ -35,6 +35,7 @@ class GenerationSettings:
     cfg_weight: float = 1.0
     rescale_phi: float = 0.0
     seed: int = 0
+    sampler: str | None = None  # "ddim" or "dpmpp-2m"; None = the bundle's config
     style_audio: np.ndarray | None = None  # [C, T] at the model's rate; None = no grounding
     # One gain per request puts the bass at the training collection's median bass-to-mix level.
     # The model's own level drifts by several dB between training runs (in the quickstart, +1 to
@@ -151,8 +152,10 @@ class BassGenerator:
     def sample_latents(self, cond: torch.Tensor, *, steps: int, cfg_weight: Sequence[float],
                        rescale_phi: Sequence[float], seeds: Sequence[int],
                        style_means: Sequence[torch.Tensor | None] | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """DDIM over a batch of normalised mix latents ``[B, Dx, L]`` -> ``[B, Dy, L]``."""
+                       progress: Callable[[int, int], None] | None = None, sampler: str | None = None
+                       ) -> torch.Tensor:
+        """DDIM (or ``sampler``; default the config's) over a batch of normalised mix latents
+        ``[B, Dx, L]`` -> ``[B, Dy, L]``."""
         from bassray.diffusion.sampler import generate_latents
         batch = cond.shape[0]
         styles = list(style_means) if style_means is not None else [None] * batch
@@ -165,28 +168,28 @@ class BassGenerator:
             cfg_weight=torch.tensor(cfg_weight, device=self.device, dtype=torch.float32),
             rescale_phi=torch.tensor(rescale_phi, device=self.device, dtype=torch.float32),
             style_mean=style if bool(mask.any()) else None, style_mask=mask if bool(mask.any()) else None,
-            seeds=list(seeds), progress=progress).float()
+            seeds=list(seeds), progress=progress, sampler=sampler or self.config.sampler.method).float()
 
     # -- the whole path ------------------------------------------------------------------------
     def generate(self, mixes: Sequence[np.ndarray], settings: Sequence[GenerationSettings],
                  progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
         """One bass line per mix (``[C, T]`` at the model's rate), each exactly as long as its mix.
-        Requests of equal latent length and step count share one batched DDIM loop."""
+        Requests of equal latent length, step count and sampler share one batched sampling loop."""
         if len(mixes) != len(settings):
             raise ValueError("give one GenerationSettings per mix")
         conds = [self.encode_mix(m) for m in mixes]
         styles = [self.style_mean(s.style_audio) if s.style_audio is not None else None for s in settings]
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple[int, int, str], list[int]] = {}
         for i, (c, s) in enumerate(zip(conds, settings)):
-            groups.setdefault((c.shape[-1], s.steps), []).append(i)
+            groups.setdefault((c.shape[-1], s.steps, s.sampler or self.config.sampler.method), []).append(i)
         outputs: list[np.ndarray | None] = [None] * len(mixes)
-        for (_, steps), idx in groups.items():
+        for (_, steps, sampler), idx in groups.items():
             latents = self.sample_latents(
                 torch.stack([conds[i] for i in idx]), steps=steps,
                 cfg_weight=[settings[i].cfg_weight for i in idx],
                 rescale_phi=[settings[i].rescale_phi for i in idx],
                 seeds=[settings[i].seed for i in idx], style_means=[styles[i] for i in idx],
-                progress=progress)
+                progress=progress, sampler=sampler)
             audio = self.decode_target(latents)
             for j, i in enumerate(idx):
                 out = audio[j, :, : mixes[i].shape[-1]]

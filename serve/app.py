@@ -165,6 +165,7 @@ class BassrayIngress:
         name = f'{safe_name(uploads["mix"].filename)}-{"mix+bass" if params.with_mix else "bass"}'
         audio = await run_in_threadpool(wav_bytes, mix + bass if params.with_mix else bass, rate)
         headers = {"X-Bassray-Seed": str(params.seed), "X-Bassray-Steps": str(params.steps),
+                   "X-Bassray-Sampler": params.sampler,
                    "X-Bassray-Sample-Rate": str(rate)}
         if params.midi:  # WAV + the bass line's notes (transcribed from the bass alone), zipped
             body = await run_in_threadpool(wav_and_midi_zip, name, audio, bass, rate)
@@ -184,7 +185,8 @@ class BassrayIngress:
         if style is not None:
             model_style = await run_in_threadpool(conform, style, style_rate, model_rate, model_channels)
         settings = GenerationSettings(steps=params.steps, cfg_weight=params.cfg_weight,
-                                      rescale_phi=params.rescale_phi, seed=params.seed, style_audio=model_style)
+                                      rescale_phi=params.rescale_phi, seed=params.seed, style_audio=model_style,
+                                      sampler=params.sampler)
         pending = self.generator.generate.remote(model_mix, settings)
         timeout = self.limits.generation_timeout_s
         try:
@@ -215,7 +217,10 @@ class AppArgs(BaseModel):
     bundle: str | None = Field(None, description="diffusion bundle folder or URI, e.g. s3://bucket/bundles/x "
                                                   "(default: env BASSRAY_BUNDLE)")
     device: str = Field("auto", description="torch device for the generator: auto = cuda if available, else cpu")
-    bf16: bool = False
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16)$",
+                           description="the U-Net's float type: auto = bf16 where the device runs it natively "
+                                       "(AVX512-BF16/AMX CPUs, CUDA compute capability 8.0+), else fp32")
+    bf16: bool = Field(False, description="the same as precision=bf16 (kept for older configs)")
     torch_threads: int | None = Field(None, ge=1, description="torch threads per generator replica")
     max_batch_size: int = Field(8, ge=1, le=256)
     batch_wait_timeout_s: float = Field(0.1, ge=0.0)
@@ -279,7 +284,7 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
                          "(python -c \"import secrets; print(secrets.token_urlsafe())\" makes one)")
     board = StatsBoard.bind()
     generator = BassGeneratorDeployment.options(**generator_options).bind(
-        bundle, device=opts.device, bf16=opts.bf16, torch_threads=opts.torch_threads,
+        bundle, device=opts.device, precision="bf16" if opts.bf16 else opts.precision, torch_threads=opts.torch_threads,
         max_batch_size=opts.max_batch_size, batch_wait_timeout_s=opts.batch_wait_timeout_s,
         registry={"model": opts.model, "model_version": opts.model_version, "run_id": opts.run_id}, stats=board)
     ingress = BassrayIngress.options(max_ongoing_requests=opts.ingress_max_ongoing_requests,

@@ -29,20 +29,23 @@ class GenerationAbandoned(RuntimeError):
 class BassGeneratorDeployment:
     """Holds one ``BassGenerator``; concurrent calls to ``generate`` are batched."""
 
-    def __init__(self, bundle: str, device: str = "auto", bf16: bool = False, torch_threads: int | None = None,
+    def __init__(self, bundle: str, device: str = "auto", precision: str = "auto", torch_threads: int | None = None,
                  max_batch_size: int = 8, batch_wait_timeout_s: float = 0.1,
                  registry: dict[str, Any] | None = None, stats: DeploymentHandle | None = None):
         import torch
 
         from bassray.inference import BassGenerator
+        from bassray.precision import describe, resolve_precision, torch_dtype
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.precision = describe(precision, device)  # shown in /info: what was chosen, and why
+        log.info("generator precision: %s", self.precision)
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.bundle, self.device = bundle, device
         self.registry = {k: v for k, v in (registry or {}).items() if v}  # model, version, run id
         self.generator = BassGenerator.from_bundle(bundle, device=device,
-                                                   dtype=torch.bfloat16 if bf16 else torch.float32)
+                                                   dtype=torch_dtype(resolve_precision(precision, device)))
         self._generate_batch.set_max_batch_size(max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.max_batch_size, self.batch_wait_timeout_s = max_batch_size, batch_wait_timeout_s
@@ -71,8 +74,9 @@ class BassGeneratorDeployment:
         """``mixes``: ``[C, T]`` at the model's rate; ``settings``: ``GenerationSettings`` (one each)."""
         started = time.perf_counter()
         hop = self.generator.hop
-        # Same grouping key as BassGenerator.generate: latent length and step count.
-        groups = Counter((-(-m.shape[-1] // hop), s.steps) for m, s in zip(mixes, settings))
+        # Same grouping key as BassGenerator.generate: latent length, step count and sampler.
+        method = self.generator.config.sampler.method
+        groups = Counter((-(-m.shape[-1] // hop), s.steps, s.sampler or method) for m, s in zip(mixes, settings))
         # The model call blocks for seconds: run it off the event loop so the replica keeps
         # accepting (and queueing the next batch of) requests meanwhile.
         wanted = set(tokens)
@@ -98,6 +102,7 @@ class BassGeneratorDeployment:
     def info(self) -> dict[str, Any]:
         g = self.generator
         return {"bundle": self.bundle, "config": g.config.name, "device": self.device, "dtype": str(g.dtype),
+                "precision": self.precision,
                 "sample_rate": g.sample_rate, "channels": g.channels, "hop_samples": g.hop,
                 "latent_frame_rate": g.sample_rate / g.hop, "sampler_defaults": asdict(g.config.sampler),
                 "unet_parameters": sum(p.numel() for p in g.unet.parameters()),

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from serve.validation import CFG_RANGE, RESCALE_RANGE, SEED_RANGE, STEPS_RANGE
+from serve.validation import CFG_RANGE, RESCALE_RANGE, SAMPLER_NAMES, SEED_RANGE, STEPS_RANGE
 
 
 class ErrorBody(BaseModel):
@@ -39,7 +39,8 @@ GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
                                           "description": "with midi=true: NAME.wav and NAME.mid"}},
           "headers": {name: {"description": text, "schema": {"type": "string"}} for name, text in (
               ("X-Bassray-Seed", "the seed used (drawn when not given)"),
-              ("X-Bassray-Steps", "DDIM steps used"), ("X-Bassray-Sample-Rate", "the WAV's rate"))}},
+              ("X-Bassray-Steps", "sampler steps used"),
+              ("X-Bassray-Sampler", "the sampler used"), ("X-Bassray-Sample-Rate", "the WAV's rate"))}},
     400: _error("an unreadable or empty file, NaN samples, or a malformed multipart body"),
     **AUTH_RESPONSES,
     408: _error("the upload stalled"),
@@ -69,7 +70,9 @@ GENERATE_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content":
                     "description": "the music to accompany: WAV, FLAC, OGG or MP3, mono or stereo, 8-192 kHz"},
             "style": {"type": "string", "format": "binary",
                       "description": "optional: a bass recording whose timbre the result should take"},
-            "steps": _range("integer", STEPS_RANGE, "DDIM steps (default: the model's)"),
+            "steps": _range("integer", STEPS_RANGE, "sampler steps (default: the model's)"),
+            "sampler": {"type": "string", "enum": list(SAMPLER_NAMES),
+                        "description": "ddim, or dpmpp-2m (DPM-Solver++(2M), fewer steps); default: the model's"},
             "cfg": _range("number", CFG_RANGE, "classifier-free guidance weight"),
             "rescale": _range("number", RESCALE_RANGE, "guidance rescale phi"),
             "seed": _range("integer", SEED_RANGE, "random seed (default: drawn, returned in X-Bassray-Seed)"),

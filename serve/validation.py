@@ -22,6 +22,7 @@ STEPS_RANGE = (1, 1000)
 CFG_RANGE = (0.0, 20.0)
 RESCALE_RANGE = (0.0, 1.0)
 SEED_RANGE = (0, 2**63 - 1)
+SAMPLER_NAMES = ("ddim", "dpmpp-2m")  # bassray.diffusion.sampler.SAMPLERS, kept here without torch
 # What an uploaded file may be: below 8 kHz there is no music to accompany, above 192 kHz and
 # beyond stereo nobody mixes a song (and the resampler's memory grows with both).
 SAMPLE_RATE_RANGE = (8000, 192000)
@@ -51,7 +52,7 @@ class Limits:
                 "min_seconds": MIN_SECONDS, "sample_rate": list(SAMPLE_RATE_RANGE), "max_channels": MAX_CHANNELS,
                 "stall_timeout_s": self.stall_timeout_s, "generation_timeout_s": self.generation_timeout_s,
                 "steps": list(STEPS_RANGE), "cfg": list(CFG_RANGE), "rescale": list(RESCALE_RANGE),
-                "seed": list(SEED_RANGE)}
+                "seed": list(SEED_RANGE), "sampler": list(SAMPLER_NAMES)}
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class GenerateParams:
     seed: int
     with_mix: bool
     midi: bool = False
+    sampler: str = "ddim"
 
 
 def _field(form: Mapping[str, Any], name: str) -> str | None:
@@ -91,8 +93,8 @@ def _number(form: Mapping[str, Any], name: str, kind: type, bounds: tuple, defau
 
 
 def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> GenerateParams:
-    """Form fields steps, cfg, rescale, seed, with_mix -> checked values (``defaults``: the bundle's
-    sampler settings). A missing seed draws a random one; the response reports it."""
+    """Form fields steps, cfg, rescale, seed, sampler, with_mix, midi -> checked values (``defaults``:
+    the bundle's sampler settings). A missing seed draws a random one; the response reports it."""
     flags = {}
     for name in ("with_mix", "midi"):
         text = (_field(form, name) or "false").lower()
@@ -104,7 +106,14 @@ def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> Genera
         cfg_weight=_number(form, "cfg", float, CFG_RANGE, float(defaults["cfg_weight"])),
         rescale_phi=_number(form, "rescale", float, RESCALE_RANGE, float(defaults["rescale_phi"])),
         seed=_number(form, "seed", int, SEED_RANGE, secrets.randbelow(2**31)),
-        with_mix=flags["with_mix"], midi=flags["midi"])
+        with_mix=flags["with_mix"], midi=flags["midi"], sampler=_sampler(form, defaults))
+
+
+def _sampler(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    name = (_field(form, "sampler") or str(defaults.get("method", "ddim"))).lower()
+    if name not in SAMPLER_NAMES:
+        raise RequestError(422, f"sampler must be one of {', '.join(SAMPLER_NAMES)}, got {name!r}")
+    return name
 
 
 def check_declared_size(content_length: str | None, limits: Limits) -> None:

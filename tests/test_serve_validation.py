@@ -30,11 +30,13 @@ def test_params_defaults_and_values():
     assert 0 <= p.seed < 2**31  # random when absent
     p = parse_params({"steps": "4", "cfg": "2.5", "rescale": "0.7", "seed": "", "with_mix": "on"}, DEFAULTS)
     assert (p.steps, p.cfg_weight, p.rescale_phi, p.with_mix) == (4, 2.5, 0.7, True)
+    assert p.sampler == "ddim" and parse_params({"sampler": "dpmpp-2m"}, DEFAULTS).sampler == "dpmpp-2m"
+    assert parse_params({}, {**DEFAULTS, "method": "dpmpp-2m"}).sampler == "dpmpp-2m"  # the bundle's default
 
 
 @pytest.mark.parametrize("field,value", [("steps", "0"), ("steps", "1001"), ("steps", "2.5"), ("cfg", "-1"),
                                          ("cfg", "inf"), ("rescale", "nan"), ("rescale", "2"),
-                                         ("seed", "-3"), ("with_mix", "perhaps")])
+                                         ("seed", "-3"), ("with_mix", "perhaps"), ("sampler", "euler")])
 def test_out_of_range_params_are_422_naming_the_field(field, value):
     with pytest.raises(RequestError) as err:
         parse_params({field: value}, DEFAULTS)

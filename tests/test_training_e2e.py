@@ -127,7 +127,8 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     for row in report["per_song"]:
         for kind in ("mix", "generated", "true", "reconstruction", "unconditional", "other_song"):
             assert (report_dir / "audio" / f"{row['key']}.{kind}.wav").exists()
-    assert [p["steps"] for p in report["fad_steps"]["points"]] == [1, 2]
+    assert [(p["sampler"], p["steps"]) for p in report["fad_steps"]["points"]] == [
+        ("ddim", 1), ("ddim", 2), ("dpmpp-2m", 1), ("dpmpp-2m", 2)]
     assert len(report["fad_guidance"]["points"]) == 4
     for section in ("fad_steps", "fad_guidance"):
         assert (report_dir / report[section]["plot"]).exists()
@@ -142,9 +143,9 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
 
     # A section run alone merges into the report it finds.
     assert cli_main(["evaluate", str(ldm.bundle_dir), str(eval_shards), "--songs", "3", "--out", str(report_dir),
-                     "--only", "fad-steps", "--steps-grid", "3", "--fit-songs", "1"]) == 0
+                     "--only", "fad-steps", "--steps-grid", "3", "--samplers", "dpmpp-2m", "--fit-songs", "1"]) == 0
     merged = json.loads((report_dir / "report.json").read_text())
-    assert [p["steps"] for p in merged["fad_steps"]["points"]] == [3]
+    assert [(p["sampler"], p["steps"]) for p in merged["fad_steps"]["points"]] == [("dpmpp-2m", 3)]
     assert merged["per_song"] == report["per_song"] and merged["style"] == report["style"]
 
 

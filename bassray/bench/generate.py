@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "auto": None}  # auto: bf16 where native (bassray.precision)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="mix length to generate for")
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--cfg", type=float, default=2.0, help="w != 1 doubles the U-Net batch")
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES),
+                        help="auto = what `bassray generate` would choose on this machine")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--memory-minutes", type=float, default=0.0,
@@ -48,20 +49,37 @@ def build_generator(config_name: str, bundle: str | None, device: str, dtype):
                          Autoencoder(config.bass_autoencoder, config.audio), stats, config, device, dtype)
 
 
-def matmul_peak_gflops(dtype, device: str = "cpu", n: int = 2048, repeats: int = 5) -> float:
-    """Best-of GFLOP/s of an n x n matmul: the machine's practical peak for that dtype."""
+def _best_seconds(fn, device: str, repeats: int) -> float:
     import torch
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
+    fn()  # warm-up: first calls pick kernels and allocate
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        a @ b
+        fn()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    return best
+
+
+def matmul_peak_gflops(dtype, device: str = "cpu", repeats: int = 5) -> float:
+    """The machine's practical peak for ``dtype``: best-of GFLOP/s over square matmuls (512-2048)
+    and a U-Net-like conv1d (256 channels, kernel 3). Several shapes, because one shape can miss the
+    fast path for a dtype (a lone 2048 bf16 matmul once read 0.2 GFLOP/s on an AVX2 CPU, under the
+    U-Net's own rate), and the peak must bound what the model achieves with the same ops."""
+    import torch
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        best = max(best, 2 * n**3 / _best_seconds(lambda: a @ b, device, repeats) / 1e9)
+    x = torch.randn(8, 256, 1024, device=device, dtype=dtype)
+    w = torch.randn(256, 256, 3, device=device, dtype=dtype)
+    conv_flops = 2 * 8 * 256 * 256 * 3 * 1024
+    with torch.no_grad():
+        best = max(best, conv_flops / _best_seconds(lambda: torch.nn.functional.conv1d(x, w, padding=1),
+                                                    device, repeats) / 1e9)
+    return best
 
 
 def unet_flops(unet, batch: int, length: int, device: str, dtype) -> int:
@@ -81,6 +99,9 @@ def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cf
     import torch
 
     from bassray.diffusion.sampler import pad_to_multiple
+    from bassray.precision import native_bf16, resolve_precision
+    requested = dtype_name
+    dtype_name = resolve_precision(dtype_name, device) if dtype_name == "auto" else dtype_name
     dtype = getattr(torch, DTYPES[dtype_name])
     gen = build_generator(config_name, bundle, device, dtype)
     mix = np.random.default_rng(0).normal(0, 0.1, size=(gen.channels, int(seconds * gen.sample_rate)))
@@ -99,7 +120,8 @@ def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cf
     length = pad_to_multiple(cond, gen.unet.total_downsampling)[0].shape[-1]
     flops = unet_flops(gen.unet, 2 if cfg != 1 else 1, length, device, dtype) * steps
     peak = matmul_peak_gflops(dtype, device)
-    return {"config": config_name, "dtype": dtype_name, "seconds_of_audio": seconds, "steps": steps,
+    return {"config": config_name, "dtype": dtype_name, "requested": requested,
+            "native_bf16": native_bf16(device), "seconds_of_audio": seconds, "steps": steps,
             "cfg": cfg, **{k: round(v, 3) for k, v in timings.items()},
             "realtime_factor": round(seconds / total, 2),
             "unet_gflops_per_s": round(flops / timings["ddim_s"] / 1e9, 1),

@@ -7,10 +7,14 @@ from bassray.config import DistributedConfig
 
 
 def resolve_precision(dist: DistributedConfig, use_gpu: bool) -> str:
-    """"auto" is bf16 on GPU and fp32 on CPU (fp16 does not run on DeepSpeed's CPU accelerator)."""
+    """"auto" is bf16 on GPUs that run it natively (compute capability 8.0+) and fp32 elsewhere.
+    Training on CPUs stays fp32 even with AVX512-BF16: its recipes (tiny, small) were measured in
+    fp32, and DeepSpeed's bf16 mode casts whole modules (generation, by contrast, takes bf16 where
+    native: bassray.precision)."""
     precision = dist.precision
     if precision == "auto":
-        return "bf16" if use_gpu else "fp32"
+        from bassray.precision import native_bf16
+        return "bf16" if use_gpu and native_bf16("cuda") else "fp32"
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"distributed.precision must be auto, fp32 or bf16, not {precision!r}")
     return precision

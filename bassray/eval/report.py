@@ -22,7 +22,8 @@ def sweep_markdown(title: str, section: dict[str, Any], x: str, extra: str | Non
              f"| {x} |" + (f" {extra} |" if extra else "") + " FAD | chord-tone |",
              "|---:|" + ("---:|" if extra else "") + "---:|---:|"]
     for p in section["points"]:
-        lines.append(f"| {p[x]:g} |" + (f" {p[extra]:g} |" if extra else "") + f" {p['fad']:.3f} | {p['chord_tone']:.2f} |")
+        shown = f" {p[extra]:g} |" if extra and isinstance(p[extra], (int, float)) else f" {p.get(extra, '')} |"
+        lines.append(f"| {p[x]:g} |" + (shown if extra else "") + f" {p['fad']:.3f} | {p['chord_tone']:.2f} |")
     lines += ["", "Baselines: " + "; ".join(
         f"{name}: FAD {base['fad'].get(name, float('nan')):.3f}, chord-tone {value:.2f}"
         for name, value in base["chord_tone"].items()) + ".", ""]
@@ -34,7 +35,7 @@ def sections_markdown(report: dict[str, Any]) -> str:
     from bassray.eval.style import style_table
     parts: list[str] = []
     if "fad_steps" in report:
-        parts += sweep_markdown("FAD against DDIM steps (Fig. 2)", report["fad_steps"], "steps")
+        parts += sweep_markdown("FAD against sampler steps (Fig. 2)", report["fad_steps"], "steps", "sampler")
     if "fad_guidance" in report:
         parts += sweep_markdown("FAD against guidance weight and rescale (Fig. 2)", report["fad_guidance"],
                                 "cfg_weight", "rescale_phi")

@@ -23,6 +23,7 @@ SECTIONS = ("fit", "fad-steps", "fad-guidance", "matching", "style", "length")
 @dataclass
 class ExperimentOptions:
     steps_grid: tuple[int, ...] = sweeps.STEP_COUNTS
+    samplers: tuple[str, ...] = ("ddim", "dpmpp-2m")  # the fad-steps sweep plots each
     guidance_weights: tuple[float, ...] = sweeps.GUIDANCE_WEIGHTS
     rescale_phis: tuple[float, ...] = sweeps.RESCALE_PHIS
     fit_songs: int = 12              # songs scored by pYIN per sweep point (the slow part)
@@ -64,8 +65,8 @@ def _sweep_baselines(generator, rows, embedding, true_stats, fit_songs: int, ref
 
 def run_fad_sweep(kind: str, generator, rows: list[dict[str, Any]], out: Path, opts: ExperimentOptions,
                   reference: list[np.ndarray], mapper: sweeps.Mapper = map) -> dict[str, Any]:
-    """``kind`` "fad-steps" (DDIM steps at the bundle's guidance) or "fad-guidance" (w x phi at
-    the bundle's step count)."""
+    """``kind`` "fad-steps" (sampler steps at the bundle's guidance, per sampler) or "fad-guidance"
+    (w x phi at the bundle's step count and sampler)."""
     sampler = generator.config.sampler
     embedding = _embedding(opts)
     rate = generator.config.audio.sample_rate
@@ -81,9 +82,9 @@ def run_fad_sweep(kind: str, generator, rows: list[dict[str, Any]], out: Path, o
     baselines["fad"]["unconditional model"] = unconditional["fad"]
     baselines["chord_tone"]["unconditional model"] = unconditional["chord_tone"]
     if kind == "fad-steps":
-        points = sweeps.run_sweep(sweeps.steps_points(opts.steps_grid, sampler.cfg_weight, sampler.rescale_phi),
-                                  score, kind)
-        x, series, title = "steps", None, f"DDIM steps (w = {sampler.cfg_weight}, phi = {sampler.rescale_phi})"
+        points = sweeps.run_sweep(sweeps.steps_points(opts.steps_grid, sampler.cfg_weight, sampler.rescale_phi,
+                                                      opts.samplers), score, kind)
+        x, series, title = "steps", "sampler", f"sampler steps (w = {sampler.cfg_weight}, phi = {sampler.rescale_phi})"
     else:
         points = sweeps.run_sweep(sweeps.guidance_points(opts.guidance_weights, opts.rescale_phis, sampler.steps),
                                   score, kind)

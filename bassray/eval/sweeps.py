@@ -1,5 +1,5 @@
 """The paper's Fig. 2 on our data: FAD of generated bass against the true bass stems of held-out
-songs as the number of DDIM steps changes, and as the guidance weight w changes for several
+songs as the number of sampler steps changes (DDIM and DPM-Solver++(2M) side by side), and as the guidance weight w changes for several
 rescale factors phi; each point also carries the musical-fit score (chord-tone agreement), since
 FAD alone cannot see pitch. Plain functions over a :class:`~bassray.inference.BassGenerator`; no Ray.
 """
@@ -37,19 +37,21 @@ def fits(basses: Sequence[np.ndarray], rate: int, truths: Sequence[dict[str, Any
 
 
 def score_setting(generator, rows: list[dict[str, Any]], embedding, true_stats, *, steps: int, cfg_weight: float,
-                  rescale_phi: float, seed: int, fit_songs: int, mapper: Mapper = map) -> dict[str, Any]:
+                  rescale_phi: float, seed: int, fit_songs: int, mapper: Mapper = map, sampler: str | None = None
+                  ) -> dict[str, Any]:
     """Generate one bass per held-out row with one setting; its FAD against the true basses and
     the mean chord-tone agreement over the first ``fit_songs`` songs."""
     from bassray.eval.fad import fad_from_stats
     from bassray.inference import GenerationSettings
     rate = generator.config.audio.sample_rate
-    settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi, seed=seed + i)
-                for i in range(len(rows))]
+    sampler = sampler or generator.config.sampler.method
+    settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi, seed=seed + i,
+                                   sampler=sampler) for i in range(len(rows))]
     basses = generator.generate([r["mix"] for r in rows], settings)
     result = fad_from_stats(embed_clips(embedding, basses, rate), true_stats, embedding.name)
     scores = [f["chord_tone"] for f in fits(basses[:fit_songs], rate, [json.loads(r["truth"]) for r in rows[:fit_songs]],
                                             mapper)]
-    return {"steps": steps, "cfg_weight": cfg_weight, "rescale_phi": rescale_phi, "fad": result.fad,
+    return {"steps": steps, "cfg_weight": cfg_weight, "rescale_phi": rescale_phi, "sampler": sampler, "fad": result.fad,
             "chord_tone": float(np.nanmean(scores)) if scores else float("nan"), "embedding": result.embedding,
             "clips": result.clips_a, "frames": result.frames_a, "fit_songs": len(scores)}
 
@@ -64,8 +66,10 @@ def run_sweep(points: Sequence[dict[str, float]], score: Callable[..., dict[str,
     return out
 
 
-def steps_points(steps: Sequence[int], cfg_weight: float, rescale_phi: float) -> list[dict[str, float]]:
-    return [{"steps": s, "cfg_weight": cfg_weight, "rescale_phi": rescale_phi} for s in steps]
+def steps_points(steps: Sequence[int], cfg_weight: float, rescale_phi: float,
+                 samplers: Sequence[str] = ("ddim",)) -> list[dict[str, Any]]:
+    return [{"steps": s, "cfg_weight": cfg_weight, "rescale_phi": rescale_phi, "sampler": name}
+            for name in samplers for s in steps]
 
 
 def guidance_points(weights: Sequence[float], phis: Sequence[float], steps: int) -> list[dict[str, float]]:

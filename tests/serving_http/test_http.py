@@ -65,6 +65,15 @@ def test_same_seed_same_output_different_seed_different(apps, mono_mix):
     assert not np.allclose(first, other)
 
 
+def test_sampler_is_a_per_request_setting(apps, mono_mix):
+    ddim = _post(apps.url, mono_mix, steps=3, seed=5)
+    dpm = _post(apps.url, mono_mix, steps=3, seed=5, sampler="dpmpp-2m")
+    assert ddim.headers["x-bassray-sampler"] == "ddim" and dpm.headers["x-bassray-sampler"] == "dpmpp-2m"
+    assert not np.allclose(_audio(ddim)[0], _audio(dpm)[0])  # same seed and steps, another solver
+    bad = _post(apps.url, mono_mix, steps=3, sampler="euler")
+    assert bad.status_code == 422 and "sampler" in bad.json()["detail"]
+
+
 def test_concurrent_requests_share_batches(apps, mono_mix):
     # Six at once fit the open app's 8 queue places: Serve's router counts a request as queued until a
     # replica has accepted it (ray/serve/_private/router.py says so), so with 4 places six simultaneous

@@ -1,0 +1,65 @@
+"""Which float type a machine runs natively. bf16 halves memory traffic where the hardware has it
+(CUDA compute capability 8.0 and up; x86 CPUs with AVX512-BF16 or AMX), and where it does not, it is
+emulated: about ten times slower than fp32 on an AVX2-only CPU. So "auto" means bf16 only where it
+is native, fp32 elsewhere; an explicit "bf16" is obeyed with a warning where it would be emulated.
+Plain torch; no Ray.
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16")
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bf16 in hardware."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type == "cpu":
+        return any(flag in cpu_flags() for flag in CPU_BF16_FLAGS)
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """"auto" -> "bf16" where native on ``device``, else "fp32"; "fp32"/"bf16" are kept."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    native = native_bf16(device)
+    if precision == "auto":
+        return "bf16" if native else "fp32"
+    if precision == "bf16" and not native:
+        log.warning("bf16 on %s is emulated here (no %s%s): expect it to run about 10x slower than fp32",
+                    device, " / ".join(CPU_BF16_FLAGS), ", no compute capability 8.0" if
+                    torch.device(device).type == "cuda" else "")
+    return precision
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
+def describe(precision: str, device: str | torch.device = "cpu") -> str:
+    """One line for logs and /info: the precision and why."""
+    chosen = resolve_precision(precision, device)
+    reason = "native bf16" if native_bf16(device) else "no native bf16"
+    return f"{chosen} ({precision}: {reason} on {torch.device(device).type})"
