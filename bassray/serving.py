@@ -39,8 +39,8 @@ def resolve_model_uri(uri: str, tracking_uri: str, cache_dir: str | Path) -> dic
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
-        mlflow.set_tracking_uri(tracking_uri)
-        downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=found.source, dst_path=str(partial)))
+        downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=found.source, dst_path=str(partial),
+                                                              tracking_uri=tracking_uri))
         if not (downloaded / "bundle.json").exists():
             raise ValueError(f"{uri} (source {found.source}) holds no bundle.json")
         shutil.rmtree(target, ignore_errors=True)

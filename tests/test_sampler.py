@@ -143,6 +143,17 @@ def test_second_order_solver_is_closer_to_the_ode_solution_at_few_steps():
     assert error["dpmpp", 8] < 0.5 * error["ddim", 8], error
 
 
+def test_second_order_solver_equals_ddim_where_all_its_steps_are_first_order():
+    """Its first step starts from pure noise (lambda = -inf), its second has no finite previous
+    step size, and its last is first order: up to 3 steps it is DDIM exactly; from 4 it is not."""
+    model, cond = _model(), torch.randn(2, 64, 8)
+    for steps in (1, 2, 3):
+        torch.testing.assert_close(dpmpp_2m_sample(model, cond, 32, steps, 2.0, 0.5, [0, 1]),
+                                   ddim_sample(model, cond, 32, steps, 2.0, 0.5, [0, 1]), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(dpmpp_2m_sample(model, cond, 32, 4, 2.0, 0.5, [0, 1]),
+                              ddim_sample(model, cond, 32, 4, 2.0, 0.5, [0, 1]), atol=1e-4)
+
+
 def test_unknown_sampler_is_refused():
     with pytest.raises(ValueError, match="unknown sampler"):
         generate_latents(_model(), torch.randn(1, 64, 4), target_dim=32, steps=1, cfg_weight=1.0, rescale_phi=0.0,

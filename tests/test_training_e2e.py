@@ -76,6 +76,8 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     assert version.tags["mix_autoencoder_version"] == f"bassray-mix-autoencoder/{resumed.model_version}"
     for key in ("val/v_loss_true_mix", "val/v_loss_null_mix", "val/v_loss_mismatched_mix"):
         assert _metric_steps(uri, ldm.mlflow_run_id, key) == [2]
+    mfu = mlflow.MlflowClient(uri).get_metric_history(ldm.mlflow_run_id, "perf/mfu")
+    assert sorted(m.step for m in mfu) == [1, 2] and all(0 < m.value < 1 for m in mfu)  # against a sound peak
 
     # `bassray export` turns the run's newest checkpoint into an equivalent bundle.
     from bassray.cli import main as cli_main

@@ -1,4 +1,4 @@
-"""Generation speed: real-time factor of the whole path (encode mix, DDIM with CFG, decode bass),
+"""Generation speed: real-time factor of the whole path (encode mix, DDIM or DPM-Solver++ with CFG, decode bass),
 the U-Net's achieved FLOP/s beside this machine's measured matmul peak, and peak memory.
 
     python jobs/benchmark.py generate --config tiny --seconds 30 --steps 64 --cfg 2.0
@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES),
                         help="auto = what `bassray generate` would choose on this machine")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--sampler", default="ddim", choices=["ddim", "dpmpp-2m"])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1],
+                        help="requests generated together (one batched sampling loop), e.g. 1 8 32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--memory-minutes", type=float, default=0.0,
                         help="also measure peak memory for a mix this long (fresh process)")
@@ -94,7 +97,9 @@ def unet_flops(unet, batch: int, length: int, device: str, dtype) -> int:
 
 
 def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cfg: float, dtype_name: str,
-            device: str) -> dict:
+            device: str, sampler: str = "ddim", batch: int = 1) -> dict:
+    """One batch of ``batch`` mixes of ``seconds``: timings, real-time factor (audio made per wall
+    second, all requests together) and the U-Net's FLOP/s beside the peak for the dtype used."""
     import numpy as np
     import torch
 
@@ -104,29 +109,32 @@ def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cf
     dtype_name = resolve_precision(dtype_name, device) if dtype_name == "auto" else dtype_name
     dtype = getattr(torch, DTYPES[dtype_name])
     gen = build_generator(config_name, bundle, device, dtype)
-    mix = np.random.default_rng(0).normal(0, 0.1, size=(gen.channels, int(seconds * gen.sample_rate)))
-    mix = mix.astype(np.float32)
+    rng = np.random.default_rng(0)
+    mixes = [rng.normal(0, 0.1, size=(gen.channels, int(seconds * gen.sample_rate))).astype(np.float32)
+             for _ in range(batch)]
     timings = {}
     start = time.perf_counter()
-    cond = gen.encode_mix(mix)[None]
+    cond = torch.stack([gen.encode_mix(m) for m in mixes])
     timings["encode_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    latent = gen.sample_latents(cond, steps=steps, cfg_weight=[cfg], rescale_phi=[0.7], seeds=[0])
-    timings["ddim_s"] = time.perf_counter() - start
+    latent = gen.sample_latents(cond, steps=steps, cfg_weight=[cfg] * batch, rescale_phi=[0.7] * batch,
+                                seeds=list(range(batch)), sampler=sampler)
+    timings["sample_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    gen.decode_target(latent, length=mix.shape[1])
+    gen.decode_target(latent, length=mixes[0].shape[1])
     timings["decode_s"] = time.perf_counter() - start
     total = sum(timings.values())
     length = pad_to_multiple(cond, gen.unet.total_downsampling)[0].shape[-1]
-    flops = unet_flops(gen.unet, 2 if cfg != 1 else 1, length, device, dtype) * steps
+    flops = unet_flops(gen.unet, (2 if cfg != 1 else 1) * batch, length, device, dtype) * steps
     peak = matmul_peak_gflops(dtype, device)
     return {"config": config_name, "dtype": dtype_name, "requested": requested,
-            "native_bf16": native_bf16(device), "seconds_of_audio": seconds, "steps": steps,
+            "native_bf16": native_bf16(device), "sampler": sampler, "batch": batch,
+            "seconds_of_audio": seconds, "steps": steps,
             "cfg": cfg, **{k: round(v, 3) for k, v in timings.items()},
-            "realtime_factor": round(seconds / total, 2),
-            "unet_gflops_per_s": round(flops / timings["ddim_s"] / 1e9, 1),
+            "realtime_factor": round(batch * seconds / total, 2),
+            "unet_gflops_per_s": round(flops / timings["sample_s"] / 1e9, 1),
             "matmul_peak_gflops_per_s": round(peak, 1),
-            "unet_fraction_of_peak": round(flops / timings["ddim_s"] / 1e9 / peak, 3)}
+            "unet_fraction_of_peak": round(flops / timings["sample_s"] / 1e9 / peak, 3)}
 
 
 def peak_memory(config_name: str, bundle: str | None, minutes: float, steps: int, cfg: float) -> dict:
@@ -153,7 +161,8 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     print(f"# torch threads: {torch.get_num_threads()}, device: {args.device}")
     for dtype_name in args.dtypes:
-        print(json.dumps(measure(args.config, args.bundle, args.seconds, args.steps, args.cfg,
-                                 dtype_name, args.device)))
+        for batch in args.batch:
+            print(json.dumps(measure(args.config, args.bundle, args.seconds, args.steps, args.cfg,
+                                     dtype_name, args.device, args.sampler, batch)))
     if args.memory_minutes > 0:
         print(json.dumps(peak_memory(args.config, args.bundle, args.memory_minutes, args.steps, args.cfg)))

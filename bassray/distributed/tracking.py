@@ -30,7 +30,8 @@ class RunTracker:
     def __init__(self, tracking_uri: str, experiment: str, run_name: str,
                  artifact_root: str | None, run_id: str | None = None, tags: dict | None = None):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        mlflow.set_tracking_uri(tracking_uri)
+        # An explicit client, never mlflow.set_tracking_uri: that also sets MLFLOW_TRACKING_URI in
+        # os.environ, so every later run in the process (and its subprocesses) would log here.
         self.client = mlflow.MlflowClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:

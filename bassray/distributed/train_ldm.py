@@ -55,6 +55,23 @@ def _log_generated_example(tracker: RunTracker, generator, config: Config, mix: 
                                            "generated bass": spec(audio)}, step)
 
 
+def _flops_and_peak(unet: torch.nn.Module, micro: int, world: int, crop_frames: int, device: torch.device
+                    ) -> tuple[float, float]:
+    """FLOPs of one global training step (forward x 3 for forward + backward, counted by torch)
+    and the workers' summed matmul/conv peak for the weights' dtype, measured here, for perf/mfu."""
+    from bassray.bench.generate import matmul_peak_gflops, unet_flops
+    dtype = next(unet.parameters()).dtype
+    try:
+        forward = unet_flops(unet, micro, crop_frames, str(device), dtype)
+        peak = matmul_peak_gflops(dtype, str(device), repeats=2) * 1e9
+    except Exception as exc:  # a measurement: never lose the run for it
+        log.warning("no perf/mfu: could not count FLOPs or measure the peak (%s)", exc)
+        return 0.0, 0.0
+    log.info("perf: %.3g GFLOP per training step, peak %.0f GFLOP/s per worker (%s)", 3 * forward * world / 1e9,
+             peak / 1e9, dtype)
+    return 3.0 * forward * world, peak * world
+
+
 def pitch_channel_weight(config: Config) -> torch.Tensor:
     """``[Dy]`` v-loss weights: ``pitch_loss_weight`` on the target latent's pitch-code channels
     (the last 3 x pitch_parts of a harmonic-phase autoencoder), 1 elsewhere."""
@@ -165,6 +182,8 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     batches = infinite_batches("train", micro, {"mix": torch.float32, "target": torch.float32},
                                shuffle_buffer=8 * micro, device=device)
     gen = torch.Generator(device=device).manual_seed(loop_config["seed"] * 1000 + rank + start_step)
+    step_flops, peak_flops = (_flops_and_peak(engine.module, micro, world, train_cfg.crop_frames, device)
+                              if tracker is not None else (0.0, 0.0))
     window_start, window_crops = time.perf_counter(), 0
     metrics: dict[str, float] = {}
     for step in range(start_step, train_cfg.max_steps):
@@ -181,6 +200,9 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
         if tracker is not None and (done % train_cfg.log_every == 0 or done == train_cfg.max_steps):
             elapsed = time.perf_counter() - window_start
             metrics.update({"crops_per_s": window_crops / max(elapsed, 1e-9), "lr": engine.get_lr()[0]})
+            if peak_flops > 0:  # model FLOP utilisation: the U-Net's own FLOPs against the measured peak
+                achieved = step_flops * window_crops / train_cfg.batch_size / max(elapsed, 1e-9)
+                metrics.update({"perf/model_tflops_per_s": achieved / 1e12, "perf/mfu": achieved / peak_flops})
             tracker.log_metrics(metrics, step=done)
             log.info("step %d/%d loss=%.4f", done, train_cfg.max_steps, metrics.get("loss", float("nan")))
             window_start, window_crops = time.perf_counter(), 0
