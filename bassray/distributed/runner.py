@@ -230,6 +230,16 @@ def launch(train_fn: Callable[[dict], None], loop_config: dict[str, Any], datase
     return result
 
 
+def launch_stage(train_fn: Callable[[dict], None], loop_config: dict[str, Any], datasets: dict[str, Any], *,
+                 run_name: str, home: Path, config: Config):
+    """``launch`` with the workers, resources and placement of ``config.distributed``, storing
+    checkpoints under ``<home>/ray_results``."""
+    dist = config.distributed
+    return launch(train_fn, loop_config, datasets, run_name=run_name, storage_path=str(home / "ray_results"),
+                  num_workers=dist.num_workers, use_gpu=dist.use_gpu, cpus_per_worker=dist.cpus_per_worker,
+                  placement_strategy=dist.placement_strategy)
+
+
 def export_and_register(result, *, label: str, home: Path, run_name: str, tracking_uri: str,
                         experiment: str, model_name: str, tags: dict[str, str],
                         metrics: dict[str, float] | None = None, step: int = 0

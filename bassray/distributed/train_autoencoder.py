@@ -16,7 +16,7 @@ import torch
 
 from bassray.config import Config
 from bassray.distributed.deepspeed_config import deepspeed_config, resolve_precision
-from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch,
+from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch_stage,
                                         export_and_register, restore_checkpoint, save_checkpoint_and_report,
                                         setup_worker)
 from bassray.distributed.tracking import RunTracker, default_tracking_uri
@@ -224,11 +224,8 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
                    "artifact_root": str(home / "mlartifacts")}
     stats = PipelineStats()
     dataset = autoencoder_dataset(data_dir, "train", stem, config, seed=seed, stats=stats)
-    result = launch(autoencoder_train_loop, loop_config, {"train": dataset}, run_name=run_name,
-                    storage_path=str(home / "ray_results"),
-                    num_workers=config.distributed.num_workers, use_gpu=config.distributed.use_gpu,
-                    cpus_per_worker=config.distributed.cpus_per_worker,
-                    placement_strategy=config.distributed.placement_strategy)
+    result = launch_stage(autoencoder_train_loop, loop_config, {"train": dataset}, run_name=run_name, home=home,
+                          config=config)
     model_name = f"bassray-{stem}-autoencoder"
     # Skipped corrupt members, unreadable shards and silent crops of this run, for the record.
     counts = {f"data/{k}": float(v) for k, v in stats.log_summary("autoencoder crops").items()}

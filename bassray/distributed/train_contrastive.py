@@ -13,7 +13,7 @@ import torch
 
 from bassray.config import Config
 from bassray.distributed.deepspeed_config import deepspeed_config
-from bassray.distributed.runner import (bassray_home, ensure_ray, export_and_register, launch,
+from bassray.distributed.runner import (bassray_home, ensure_ray, export_and_register, launch_stage,
                                         restore_checkpoint, save_checkpoint_and_report, setup_worker)
 from bassray.distributed.tracking import RunTracker, default_tracking_uri
 from bassray.distributed.train_autoencoder import StageResult, write_registry_note
@@ -171,10 +171,8 @@ def train_contrastive(config: Config, data_dir: str | Path, *, max_steps: int = 
                    "checkpoint_every": checkpoint_every, "tracking_uri": tracking_uri, "experiment": experiment,
                    "run_name": run_name, "artifact_root": str(home / "mlartifacts")}
     dataset = segments_dataset(data_dir, "train", config, int(cfg.crop_seconds * cfg.sample_rate), seed=seed)
-    result = launch(contrastive_train_loop, loop_config, {"train": dataset}, run_name=run_name,
-                    storage_path=str(home / "ray_results"), num_workers=config.distributed.num_workers,
-                    use_gpu=config.distributed.use_gpu, cpus_per_worker=config.distributed.cpus_per_worker,
-                    placement_strategy=config.distributed.placement_strategy)
+    result = launch_stage(contrastive_train_loop, loop_config, {"train": dataset}, run_name=run_name, home=home,
+                          config=config)
     bundle_dir, run_id, version = export_and_register(
         result, label="contrastive training", home=home, run_name=run_name, tracking_uri=tracking_uri,
         experiment=experiment, model_name=MODEL_NAME, tags={"config": config.name}, step=max_steps)

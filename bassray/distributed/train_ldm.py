@@ -15,7 +15,7 @@ import torch
 
 from bassray.config import Config
 from bassray.distributed.deepspeed_config import deepspeed_config
-from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch,
+from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch_stage,
                                         export_and_register, optimizer_steps, restore_checkpoint,
                                         save_checkpoint_and_report,
                                         setup_worker)
@@ -262,10 +262,8 @@ def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, ta
                    "artifact_root": str(home / "mlartifacts")}
     counts = PipelineStats()
     dataset = latent_pairs_dataset(latent_dir, "train", config, seed=seed, counts=counts)
-    result = launch(ldm_train_loop, loop_config, {"train": dataset}, run_name=run_name,
-                    storage_path=str(home / "ray_results"), num_workers=config.distributed.num_workers,
-                    use_gpu=config.distributed.use_gpu, cpus_per_worker=config.distributed.cpus_per_worker,
-                    placement_strategy=config.distributed.placement_strategy)
+    result = launch_stage(ldm_train_loop, loop_config, {"train": dataset}, run_name=run_name, home=home,
+                          config=config)
     bundle_dir, run_id, version = export_and_register(
         result, label="diffusion training", home=home, run_name=run_name, tracking_uri=tracking_uri,
         experiment=experiment, model_name="bassray-diffusion",
