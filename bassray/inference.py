@@ -107,6 +107,13 @@ class BassGenerator:
             raise ValueError("the diffusion bundle does not match its autoencoders: " + "; ".join(problems)
                              + ". Use the autoencoder bundles the model was trained with.")
 
+    def compile(self, mode: str = "default") -> "BassGenerator":
+        """Compile the U-Net with ``torch.compile`` (``mode`` "default", or "reduce-overhead": CUDA
+        graphs on a GPU, for launch-bound single requests). The first call of each shape compiles
+        (tens of seconds); later calls of that shape run the compiled code."""
+        self.unet = torch.compile(self.unet, mode=mode)
+        return self
+
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, device: str | torch.device = "cpu",

@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto = what `bassray generate` would choose on this machine")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--sampler", default="ddim", choices=["ddim", "dpmpp-2m"])
+    parser.add_argument("--compile", default=None, choices=["default", "reduce-overhead"],
+                        help="torch.compile the U-Net first (its compile time is reported apart)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1],
                         help="requests generated together (one batched sampling loop), e.g. 1 8 32")
     parser.add_argument("--device", default="cpu")
@@ -97,7 +99,7 @@ def unet_flops(unet, batch: int, length: int, device: str, dtype) -> int:
 
 
 def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cfg: float, dtype_name: str,
-            device: str, sampler: str = "ddim", batch: int = 1) -> dict:
+            device: str, sampler: str = "ddim", batch: int = 1, compile_mode: str | None = None) -> dict:
     """One batch of ``batch`` mixes of ``seconds``: timings, real-time factor (audio made per wall
     second, all requests together) and the U-Net's FLOP/s beside the peak for the dtype used."""
     import numpy as np
@@ -116,6 +118,13 @@ def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cf
     start = time.perf_counter()
     cond = torch.stack([gen.encode_mix(m) for m in mixes])
     timings["encode_s"] = time.perf_counter() - start
+    compile_s = 0.0
+    if compile_mode:
+        gen.compile(compile_mode)
+        start = time.perf_counter()  # two steps of the same shapes: compiles what the run will call
+        gen.sample_latents(cond, steps=2, cfg_weight=[cfg] * batch, rescale_phi=[0.7] * batch,
+                           seeds=list(range(batch)), sampler=sampler)
+        compile_s = time.perf_counter() - start
     start = time.perf_counter()
     latent = gen.sample_latents(cond, steps=steps, cfg_weight=[cfg] * batch, rescale_phi=[0.7] * batch,
                                 seeds=list(range(batch)), sampler=sampler)
@@ -129,6 +138,7 @@ def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cf
     peak = matmul_peak_gflops(dtype, device)
     return {"config": config_name, "dtype": dtype_name, "requested": requested,
             "native_bf16": native_bf16(device), "sampler": sampler, "batch": batch,
+            "compile": compile_mode, "compile_s": round(compile_s, 1),
             "seconds_of_audio": seconds, "steps": steps,
             "cfg": cfg, **{k: round(v, 3) for k, v in timings.items()},
             "realtime_factor": round(batch * seconds / total, 2),
@@ -163,6 +173,6 @@ def run(args: argparse.Namespace) -> None:
     for dtype_name in args.dtypes:
         for batch in args.batch:
             print(json.dumps(measure(args.config, args.bundle, args.seconds, args.steps, args.cfg,
-                                     dtype_name, args.device, args.sampler, batch)))
+                                     dtype_name, args.device, args.sampler, batch, args.compile)))
     if args.memory_minutes > 0:
         print(json.dumps(peak_memory(args.config, args.bundle, args.memory_minutes, args.steps, args.cfg)))
