@@ -139,3 +139,13 @@ def test_a_bundle_uri_is_fetched_once_into_the_cache(bundle, tmp_path, monkeypat
     assert local_bundle(bundle) == bundle  # a local path is used in place
     with pytest.raises(BundleError, match="no bundle at"):
         local_bundle((tmp_path / "nowhere").as_uri(), cache)
+
+
+@pytest.mark.slow
+def test_compiled_unet_generates_what_the_eager_one_does(bundle):
+    """torch.compile of the U-Net (BassGenerator.compile) changes speed, not the result."""
+    mix = np.random.default_rng(3).normal(0, 0.1, size=(2, 16000)).astype(np.float32)
+    settings = [GenerationSettings(steps=2, cfg_weight=2.0, seed=4, sampler="dpmpp-2m")]
+    eager = BassGenerator.from_bundle(bundle).generate([mix], settings)[0]
+    compiled = BassGenerator.from_bundle(bundle).compile().generate([mix], settings)[0]
+    np.testing.assert_allclose(compiled, eager, atol=1e-4, rtol=1e-3)
