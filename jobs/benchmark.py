@@ -19,6 +19,7 @@ BENCHMARKS = {
     "autoencoder": "bassray.bench.autoencoder",
     "serve": "serve.bench",  # serve/ lives at the repo root; _common puts the root on sys.path
     "generate": "bassray.bench.generate",
+    "train-step": "bassray.bench.train_step",
 }
 
 
