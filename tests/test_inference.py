@@ -142,6 +142,8 @@ def test_a_bundle_uri_is_fetched_once_into_the_cache(bundle, tmp_path, monkeypat
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
+                    reason="torch.compile on the CPU needs a C++ compiler (apt-get install g++)")
 def test_compiled_unet_generates_what_the_eager_one_does(bundle):
     """torch.compile of the U-Net (BassGenerator.compile) changes speed, not the result."""
     mix = np.random.default_rng(3).normal(0, 0.1, size=(2, 16000)).astype(np.float32)
