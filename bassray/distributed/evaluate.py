@@ -99,7 +99,7 @@ def score_songs(items: list[dict[str, Any]], bundle_dir: str | Path, data_dir: s
     scored = dataset.map_batches(
         SongScorer, fn_constructor_kwargs={"bundle_dir": str(Path(bundle_dir).resolve()),
                                            "audio_dir": str(out / "audio"), "steps": steps, "seed": seed},
-        batch_size=4, concurrency=(1, max(1, actors)), num_cpus=1)
+        batch_size=4, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, actors)), num_cpus=1)
     rows = [json.loads(r["result"]) for r in scored.take_all()]
     rows.sort(key=lambda r: r["key"])
     report = summarise(rows)
