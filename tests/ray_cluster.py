@@ -24,14 +24,36 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
-def wait_for_port(port: int, seconds: float = 120) -> None:
+def free_ports(count: int, exclude: tuple[int, ...] = ()) -> list[int]:
+    """Distinct free ports. Every socket stays bound until all are chosen: closing each before the
+    next bind can hand out one port twice (a node once got it for its GCS and its node manager,
+    and `ray start` refused to run)."""
+    sockets: list[socket.socket] = []
+    try:
+        while len(sockets) < count:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in exclude:
+                s.close()
+                continue
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def wait_for_port(port: int, seconds: float = 120, proc: subprocess.Popen | None = None,
+                  log: Path | None = None) -> None:
+    """Until something listens on ``port``; fails at once if ``proc`` (the server) has exited."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"the server meant to listen on {port} exited with {proc.returncode}:\n{tail}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
@@ -59,24 +81,26 @@ class LocalRayNode:
         self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="bassray-ray-", dir="/tmp")
         # Every port our own: with Ray's defaults (52365 ...) a second Ray on the machine, such as a
         # running quickstart, keeps this node's agents from starting.
-        ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                 f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-                 f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+        chosen = free_ports(8, exclude=(gcs_port,) if gcs_port else ())
+        ports = [f"--dashboard-agent-listen-port={chosen[0]}", f"--dashboard-agent-grpc-port={chosen[1]}",
+                 f"--metrics-export-port={chosen[2]}", f"--runtime-env-agent-port={chosen[3]}",
+                 f"--node-manager-port={chosen[4]}", f"--object-manager-port={chosen[5]}"]
         args = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
                 f"--temp-dir={self.temp_dir}", *ports, *extra_args]
         if self.head:
-            self.gcs_port, self.dashboard_port = gcs_port or free_port(), free_port()
+            self.gcs_port, self.dashboard_port = gcs_port or chosen[6], chosen[7]
             args += ["--head", f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
                      f"--dashboard-port={self.dashboard_port}"]
             self.gcs_address = f"127.0.0.1:{self.gcs_port}"
         else:
             args += [f"--address={head_gcs}"]
             self.gcs_address = head_gcs
-        self.log = open(Path(self.temp_dir) / "ray-start.log", "wb")
+        self.log_path = Path(self.temp_dir) / "ray-start.log"
+        self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         if self.head:
-            wait_for_port(self.dashboard_port)
+            wait_for_port(self.dashboard_port, proc=self.proc, log=self.log_path)
 
     @property
     def job_address(self) -> str:
