@@ -157,9 +157,9 @@ def dpmpp_2m_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps:
     """DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095), the multistep second-order solver in
     data-prediction form, on the same grid and with the same guided x0 estimate as
     :func:`ddim_sample` (arguments alike). With lambda = log(a / s) and h = lambda_s - lambda_t:
-    z_s = (s_s / s_t) z_t - a_s (e^-h - 1) D, where D = x0 on the first step (that step is DDIM) and
-    D = (1 + 1/2r) x0_t - (1/2r) x0_prev after it, r = h_prev / h. The last step, to t = 0, is
-    first order (D = x0), as is usual for few steps."""
+    z_s = (s_s / s_t) z_t - a_s (e^-h - 1) D with D = (1 + 1/2r) x0_t - (1/2r) x0_prev, r = h_prev / h.
+    Steps without a finite previous step (the first two: lambda is -inf at t = 1) and the last
+    one, to t = 0, are first order, i.e. the DDIM step, as is usual for few steps."""
     z, times = _start(cond, target_dim, steps, seeds)
     denoise = GuidedDenoiser(model, cond, target_dim, cfg_weight, rescale_phi, style_mean, style_mask)
     x0_prev, h_prev = None, None
@@ -168,16 +168,15 @@ def dpmpp_2m_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps:
         x0 = denoise(z, t)
         a_t, s_t = alpha_sigma(t)
         a_s, s_s = alpha_sigma(s)
-        if k == 0 or k == steps - 1 or a_t <= 0:
+        # lambda is -inf at t = 1 and +inf at t = 0: those steps have no finite size
+        h = torch.log(a_s / s_s) - torch.log(a_t / s_t) if a_t > 0 and s_s > 0 else None
+        if h is None or h_prev is None or k == steps - 1:
             z = a_s * x0 + s_s * (z - a_t * x0) / s_t  # first order: the DDIM step
         else:
-            h = torch.log(a_s / s_s) - torch.log(a_t / s_t)
-            d = x0 if x0_prev is None or h_prev is None else (
-                (1 + 1 / (2 * h_prev / h)) * x0 - (1 / (2 * h_prev / h)) * x0_prev)
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
             z = (s_s / s_t) * z - a_s * torch.expm1(-h) * d
-        if 0 < a_t and s_s > 0:
-            h_prev = torch.log(a_s / s_s) - torch.log(a_t / s_t)
-        x0_prev = x0
+        h_prev, x0_prev = h, x0
         if progress is not None:
             progress(k + 1, steps)
     return z

@@ -116,13 +116,12 @@ def style_grounding(generator, rows: list[dict[str, Any]], classifier: ProgramCl
 
 
 def _bass_embedding(contrastive, clips: list[np.ndarray]):
-    """Mean contrastive bass embedding per clip (unit length), or None without a model."""
+    """One unit contrastive bass embedding per clip (as matching uses), or None without a model."""
     if contrastive is None:
         return None
-    from bassray.eval.fad import ContrastiveBassEmbedding
-    embed = ContrastiveBassEmbedding(contrastive)
-    vectors = np.stack([embed(c).mean(0) for c in clips])
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    from bassray.eval.matching import clip_embeddings
+    window = int(contrastive.cfg.crop_seconds * contrastive.cfg.sample_rate)
+    return clip_embeddings(contrastive.embed_bass, clips, window).numpy()
 
 
 def style_table(result: dict[str, Any]) -> str:
