@@ -78,12 +78,17 @@ class BassGenerator:
 
     def __init__(self, unet: torch.nn.Module, mix_autoencoder: torch.nn.Module,
                  target_autoencoder: torch.nn.Module, stats: LatentStats, config: Config,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 autoencoder_dtype: torch.dtype | None = None):
+        """``dtype``: the U-Net's; ``autoencoder_dtype`` (default: ``dtype``): the autoencoders'
+        convolution stacks. Their STFT, pitch code, chroma and iSTFT stay float32 either way, so the
+        pitch the latents carry is computed the same in both."""
         self.device = torch.device(device)
         self.dtype = dtype
+        self.autoencoder_dtype = autoencoder_dtype or dtype
         self.unet = unet.to(self.device, dtype).eval()
-        self.mix_ae = mix_autoencoder.to(self.device).eval()
-        self.target_ae = target_autoencoder.to(self.device).eval()
+        self.mix_ae = mix_autoencoder.to(self.device, self.autoencoder_dtype).eval()
+        self.target_ae = target_autoencoder.to(self.device, self.autoencoder_dtype).eval()
         self.stats = stats
         self.config = config
         self.sample_rate = config.audio.sample_rate
@@ -117,10 +122,11 @@ class BassGenerator:
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> "BassGenerator":
+                    dtype: torch.dtype = torch.float32, autoencoder_dtype: torch.dtype | None = None
+                    ) -> "BassGenerator":
         from bassray.train.diffusion_bundle import load_diffusion_bundle
         unet, mix_ae, target_ae, stats, config = load_diffusion_bundle(bundle_dir)
-        return cls(unet, mix_ae, target_ae, stats, config, device, dtype)
+        return cls(unet, mix_ae, target_ae, stats, config, device, dtype, autoencoder_dtype)
 
     @classmethod
     def from_parts(cls, unet: torch.nn.Module, mix_bundle: str | Path, target_bundle: str | Path,

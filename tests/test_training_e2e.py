@@ -54,6 +54,9 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     assert _metric_steps(uri, first.mlflow_run_id, "gen/rec") == [1, 2, 3, 4]  # continued, not restarted
     assert int(resumed.model_version) == int(first.model_version) + 1
     data_counts = mlflow.MlflowClient(uri).get_run(first.mlflow_run_id).data.metrics
+    for key in ("perf/mfu", "perf/data_wait_fraction"):  # speed of both engines' steps, per window
+        values = [m.value for m in mlflow.MlflowClient(uri).get_metric_history(first.mlflow_run_id, key)]
+        assert len(values) == 4 and all(0 <= v < 1 for v in values)
     assert data_counts["data/shards"] > 0 and data_counts["data/crops"] > 0  # pipeline stats recorded
     versions = mlflow.MlflowClient(uri).search_model_versions("name='bassray-mix-autoencoder'")
     assert len(versions) == 2
@@ -78,6 +81,8 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
         assert _metric_steps(uri, ldm.mlflow_run_id, key) == [2]
     mfu = mlflow.MlflowClient(uri).get_metric_history(ldm.mlflow_run_id, "perf/mfu")
     assert sorted(m.step for m in mfu) == [1, 2] and all(0 < m.value < 1 for m in mfu)  # against a sound peak
+    wait = mlflow.MlflowClient(uri).get_metric_history(ldm.mlflow_run_id, "perf/data_wait_fraction")
+    assert len(wait) == 2 and all(0 <= m.value <= 1 for m in wait)
 
     # `bassray export` turns the run's newest checkpoint into an equivalent bundle.
     from bassray.cli import main as cli_main

@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto = what `bassray generate` would choose on this machine")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--sampler", default="ddim", choices=["ddim", "dpmpp-2m"])
+    parser.add_argument("--autoencoders", default="same", choices=["same", "fp32"],
+                        help="the autoencoders' dtype: the U-Net's (same) or fp32")
     parser.add_argument("--compile", default=None, choices=["default", "reduce-overhead"],
                         help="torch.compile the U-Net first (its compile time is reported apart)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1],
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also measure peak memory for a mix this long (fresh process)")
 
 
-def build_generator(config_name: str, bundle: str | None, device: str, dtype):
+def build_generator(config_name: str, bundle: str | None, device: str, dtype, autoencoder_dtype=None):
     import torch
 
     from bassray.config import load_config
@@ -45,13 +47,14 @@ def build_generator(config_name: str, bundle: str | None, device: str, dtype):
     from bassray.models.autoencoder import Autoencoder
     from bassray.models.unet1d import UNet1d
     if bundle:
-        return BassGenerator.from_bundle(bundle, device=device, dtype=dtype)
+        return BassGenerator.from_bundle(bundle, device=device, dtype=dtype, autoencoder_dtype=autoencoder_dtype)
     torch.manual_seed(0)
     config = load_config(config_name)
     dx, dy = config.mix_autoencoder.latent_dim, config.bass_autoencoder.latent_dim
     stats = LatentStats([0.0] * dx, [1.0] * dx, [0.0] * dy, [1.0] * dy)
     return BassGenerator(UNet1d(config.unet, dy, dx), Autoencoder(config.mix_autoencoder, config.audio),
-                         Autoencoder(config.bass_autoencoder, config.audio), stats, config, device, dtype)
+                         Autoencoder(config.bass_autoencoder, config.audio), stats, config, device, dtype,
+                         autoencoder_dtype)
 
 
 def _best_seconds(fn, device: str, repeats: int) -> float:
@@ -99,7 +102,8 @@ def unet_flops(unet, batch: int, length: int, device: str, dtype) -> int:
 
 
 def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cfg: float, dtype_name: str,
-            device: str, sampler: str = "ddim", batch: int = 1, compile_mode: str | None = None) -> dict:
+            device: str, sampler: str = "ddim", batch: int = 1, compile_mode: str | None = None,
+            autoencoders: str = "same") -> dict:
     """One batch of ``batch`` mixes of ``seconds``: timings, real-time factor (audio made per wall
     second, all requests together) and the U-Net's FLOP/s beside the peak for the dtype used."""
     import numpy as np
@@ -110,7 +114,7 @@ def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cf
     requested = dtype_name
     dtype_name = resolve_precision(dtype_name, device) if dtype_name == "auto" else dtype_name
     dtype = getattr(torch, DTYPES[dtype_name])
-    gen = build_generator(config_name, bundle, device, dtype)
+    gen = build_generator(config_name, bundle, device, dtype, None if autoencoders == "same" else torch.float32)
     rng = np.random.default_rng(0)
     mixes = [rng.normal(0, 0.1, size=(gen.channels, int(seconds * gen.sample_rate))).astype(np.float32)
              for _ in range(batch)]
@@ -137,7 +141,8 @@ def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cf
     flops = unet_flops(gen.unet, (2 if cfg != 1 else 1) * batch, length, device, dtype) * steps
     peak = matmul_peak_gflops(dtype, device)
     return {"config": config_name, "dtype": dtype_name, "requested": requested,
-            "native_bf16": native_bf16(device), "sampler": sampler, "batch": batch,
+            "native_bf16": native_bf16(device), "autoencoders": str(gen.autoencoder_dtype).removeprefix("torch."),
+            "sampler": sampler, "batch": batch,
             "compile": compile_mode, "compile_s": round(compile_s, 1),
             "seconds_of_audio": seconds, "steps": steps,
             "cfg": cfg, **{k: round(v, 3) for k, v in timings.items()},
@@ -173,6 +178,7 @@ def run(args: argparse.Namespace) -> None:
     for dtype_name in args.dtypes:
         for batch in args.batch:
             print(json.dumps(measure(args.config, args.bundle, args.seconds, args.steps, args.cfg,
-                                     dtype_name, args.device, args.sampler, batch, args.compile)))
+                                     dtype_name, args.device, args.sampler, batch, args.compile,
+                                     args.autoencoders)))
     if args.memory_minutes > 0:
         print(json.dumps(peak_memory(args.config, args.bundle, args.memory_minutes, args.steps, args.cfg)))

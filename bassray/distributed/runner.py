@@ -86,16 +86,17 @@ def setup_worker(loop_config: dict[str, Any]) -> WorkerSetup:
 
 
 def infinite_batches(dataset_name: str, batch_size: int, dtypes: dict[str, torch.dtype],
-                     shuffle_buffer: int = 0, device: torch.device | None = None
-                     ) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches from this worker's dataset shard forever, epoch after epoch. Training counts steps,
-    not epochs, so every rank takes the same number of steps (``report`` is a barrier)."""
+                     shuffle_buffer: int = 0, device: torch.device | None = None,
+                     prefetch_batches: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches from this worker's dataset shard forever, epoch after epoch, ``prefetch_batches``
+    prepared ahead of the step. Training counts steps, not epochs, so every rank takes the same
+    number of steps (``report`` is a barrier)."""
     shard = ray.train.get_dataset_shard(dataset_name)
     epoch = 0
     while True:
         got_any = False
         for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=dtypes, device=device,
-                                              drop_last=True,
+                                              drop_last=True, prefetch_batches=prefetch_batches,
                                               local_shuffle_buffer_size=shuffle_buffer or None):
             got_any = True
             yield batch

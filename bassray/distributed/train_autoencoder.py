@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 
 from bassray.config import Config
 from bassray.distributed.deepspeed_config import deepspeed_config, resolve_precision
+from bassray.distributed.perf import StepWindow, compile_for_training, counted_step_flops, measured_peak_flops
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch_stage,
                                         export_and_register, restore_checkpoint, save_checkpoint_and_report,
                                         setup_worker)
@@ -120,6 +120,13 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
 
     model = Autoencoder(config.autoencoder_for(stem), config.audio)
     critics = Critics(config.critic, config.audio)
+    step_flops = 0.0
+    if rank == 0:  # FLOPs of one real step, counted on one crop (they grow linearly with the batch)
+        from bassray.train.step_flops import autoencoder_step_flops
+        crop = 0.1 * torch.randn(1, config.audio.channels, int(round(config.data.crop_seconds * config.audio.sample_rate)))
+        step_flops = train_cfg.batch_size * counted_step_flops(
+            lambda: autoencoder_step_flops(model, critics, crop, train_cfg))
+    compile_for_training([model, critics], config.distributed.compile)
     engine_cfg = dict(dist=config.distributed, global_batch=train_cfg.batch_size, num_workers=world,
                       lr=train_cfg.learning_rate, betas=train_cfg.betas, use_gpu=use_gpu)
     ae_engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
@@ -146,11 +153,13 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
 
     micro_batch = train_cfg.batch_size // world
     batches = infinite_batches("train", micro_batch, {"audio": torch.float32},
-                               shuffle_buffer=4 * micro_batch, device=device)
-    window_start, window_crops = time.perf_counter(), 0
+                               shuffle_buffer=4 * micro_batch, device=device,
+                               prefetch_batches=config.distributed.prefetch_batches)
+    peak_flops = world * measured_peak_flops(dtype, device) if tracker is not None and step_flops > 0 else 0.0
+    window = StepWindow(train_cfg.batch_size, step_flops, peak_flops)
     metrics: dict[str, float] = {}
     for step in range(start_step, train_cfg.max_steps):
-        wav = next(batches)["audio"].to(dtype)  # [B, C, T]
+        wav = window.next_batch(batches)["audio"].to(dtype)  # [B, C, T]
         adversarial = step >= train_cfg.adversarial_start_step
 
         # Generator step: critics frozen and called through .module (NOTES-stack: two-engine pattern).
@@ -165,37 +174,36 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
             critic_engine.backward(c_loss)
             critic_engine.step()
             metrics.update(c_metrics)
-        window_crops += wav.shape[0] * world
+        window.step_done()
         done = step + 1
 
         if tracker is not None and (done % train_cfg.log_every == 0 or done == train_cfg.max_steps):
-            elapsed = time.perf_counter() - window_start
-            metrics.update({"crops_per_s": window_crops / max(elapsed, 1e-9),
-                            "lr": ae_engine.get_lr()[0]})
+            metrics.update({**window.metrics(), "lr": ae_engine.get_lr()[0]})
             tracker.log_metrics(metrics, step=done)
             log.info("step %d/%d %s", done, train_cfg.max_steps,
                      " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
-            window_start, window_crops = time.perf_counter(), 0
         if tracker is not None and eval_crops is not None and (
                 done % train_cfg.eval_every == 0 or done == train_cfg.max_steps):
-            val_metrics, recon = evaluate_reconstruction(ae_engine.module, eval_crops.to(dtype),
-                                                         train_cfg.mssd_hops, eval_songs,
-                                                         score_chords=stem != "mix")
-            tracker.log_metrics(val_metrics, step=done)
-            rate = config.audio.sample_rate
-            for i in range(min(2, recon.shape[0])):
-                tracker.log_audio(f"recon{i}", recon[i].float().cpu().numpy(), rate, done)
-                tracker.log_audio(f"orig{i}", eval_crops[i].float().cpu().numpy(), rate, done)
-            ae_cfg = config.autoencoder_for(stem)
-            tracker.log_spectrograms("recon", {
-                "original": log_magnitude(eval_crops[0].float().mean(0), ae_cfg.n_fft, ae_cfg.hop_length).cpu().numpy(),
-                "reconstruction": log_magnitude(recon[0].float().mean(0), ae_cfg.n_fft, ae_cfg.hop_length).cpu().numpy(),
-            }, done)
-            metrics.update(val_metrics)
+            with window.excluded():
+                val_metrics, recon = evaluate_reconstruction(ae_engine.module, eval_crops.to(dtype),
+                                                             train_cfg.mssd_hops, eval_songs,
+                                                             score_chords=stem != "mix")
+                tracker.log_metrics(val_metrics, step=done)
+                rate = config.audio.sample_rate
+                for i in range(min(2, recon.shape[0])):
+                    tracker.log_audio(f"recon{i}", recon[i].float().cpu().numpy(), rate, done)
+                    tracker.log_audio(f"orig{i}", eval_crops[i].float().cpu().numpy(), rate, done)
+                ae_cfg = config.autoencoder_for(stem)
+                tracker.log_spectrograms("recon", {
+                    "original": log_magnitude(eval_crops[0].float().mean(0), ae_cfg.n_fft, ae_cfg.hop_length).cpu().numpy(),
+                    "reconstruction": log_magnitude(recon[0].float().mean(0), ae_cfg.n_fft, ae_cfg.hop_length).cpu().numpy(),
+                }, done)
+                metrics.update(val_metrics)
         if done % train_cfg.checkpoint_every == 0 or done == train_cfg.max_steps:
-            save_checkpoint_and_report(engines, {"stage": "autoencoder", "step": done, "stem": stem,
-                                        "config": loop_config["config"]},
-                                       {"step": done, **{k: float(v) for k, v in metrics.items()}})
+            with window.excluded():
+                save_checkpoint_and_report(engines, {"stage": "autoencoder", "step": done, "stem": stem,
+                                            "config": loop_config["config"]},
+                                           {"step": done, **{k: float(v) for k, v in metrics.items()}})
     if tracker is not None:
         tracker.log_metrics({"final_step": float(train_cfg.max_steps)}, step=train_cfg.max_steps)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 
 from bassray.config import Config
 from bassray.distributed.deepspeed_config import deepspeed_config
+from bassray.distributed.perf import StepWindow, compile_for_training, counted_step_flops, measured_peak_flops
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch_stage,
                                         export_and_register, optimizer_steps, restore_checkpoint,
                                         save_checkpoint_and_report,
@@ -53,23 +53,6 @@ def _log_generated_example(tracker: RunTracker, generator, config: Config, mix: 
     spec = lambda a: log_magnitude(torch.from_numpy(a).mean(0), 1024, 256).numpy()  # noqa: E731
     tracker.log_spectrograms("generated", {"conditioning mix": spec(mix_audio),
                                            "generated bass": spec(audio)}, step)
-
-
-def _flops_and_peak(unet: torch.nn.Module, micro: int, world: int, crop_frames: int, device: torch.device
-                    ) -> tuple[float, float]:
-    """FLOPs of one global training step (forward x 3 for forward + backward, counted by torch)
-    and the workers' summed matmul/conv peak for the weights' dtype, measured here, for perf/mfu."""
-    from bassray.bench.generate import matmul_peak_gflops, unet_flops
-    dtype = next(unet.parameters()).dtype
-    try:
-        forward = unet_flops(unet, micro, crop_frames, str(device), dtype)
-        peak = matmul_peak_gflops(dtype, str(device), repeats=2) * 1e9
-    except Exception as exc:  # a measurement: never lose the run for it
-        log.warning("no perf/mfu: could not count FLOPs or measure the peak (%s)", exc)
-        return 0.0, 0.0
-    log.info("perf: %.3g GFLOP per training step, peak %.0f GFLOP/s per worker (%s)", 3 * forward * world / 1e9,
-             peak / 1e9, dtype)
-    return 3.0 * forward * world, peak * world
 
 
 def pitch_channel_weight(config: Config) -> torch.Tensor:
@@ -142,6 +125,14 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(train_cfg.torch_threads)
 
     model = UNet1d(config.unet, config.bass_autoencoder.latent_dim, config.mix_autoencoder.latent_dim)
+    micro = train_cfg.batch_size // world
+    step_flops = 0.0
+    if rank == 0:  # FLOPs of one real step, counted on one crop (they grow linearly with the batch)
+        from bassray.train.step_flops import diffusion_step_flops
+        crop = lambda dim: torch.randn(1, dim, train_cfg.crop_frames)  # noqa: E731
+        step_flops = train_cfg.batch_size * counted_step_flops(
+            lambda: diffusion_step_flops(model, crop(model.target_dim), crop(model.cond_dim)))
+    compile_for_training([model], config.distributed.compile)
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(),
         config=deepspeed_config(config.distributed, global_batch=train_cfg.batch_size, num_workers=world,
@@ -178,16 +169,16 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     channel_weight = pitch_channel_weight(config).to(device)
     from bassray.models.autoencoder import CHROMA_CHANNELS
     chroma_channels = CHROMA_CHANNELS if config.mix_autoencoder.chroma else 0
-    micro = train_cfg.batch_size // world
     batches = infinite_batches("train", micro, {"mix": torch.float32, "target": torch.float32},
-                               shuffle_buffer=8 * micro, device=device)
+                               shuffle_buffer=8 * micro, device=device,
+                               prefetch_batches=config.distributed.prefetch_batches)
     gen = torch.Generator(device=device).manual_seed(loop_config["seed"] * 1000 + rank + start_step)
-    step_flops, peak_flops = (_flops_and_peak(engine.module, micro, world, train_cfg.crop_frames, device)
-                              if tracker is not None else (0.0, 0.0))
-    window_start, window_crops = time.perf_counter(), 0
+    peak_flops = (world * measured_peak_flops(next(engine.module.parameters()).dtype, device)
+                  if tracker is not None and step_flops > 0 else 0.0)
+    window = StepWindow(train_cfg.batch_size, step_flops, peak_flops)
     metrics: dict[str, float] = {}
     for step in range(start_step, train_cfg.max_steps):
-        batch = next(batches)
+        batch = window.next_batch(batches)
         mix = drop_learnt_mix_channels(batch["mix"], train_cfg.learnt_mix_dropout, chroma_channels, gen)
         loss, metrics = v_loss(engine, batch["target"], mix, generator=gen,
                                cond_dropout=train_cfg.cond_dropout, cond_noise=train_cfg.cond_noise,
@@ -195,46 +186,43 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
         engine.backward(loss)
         engine.step()
         ema.update(engine.module)
-        window_crops += batch["target"].shape[0] * world
+        window.step_done()
         done = step + 1
         if tracker is not None and (done % train_cfg.log_every == 0 or done == train_cfg.max_steps):
-            elapsed = time.perf_counter() - window_start
-            metrics.update({"crops_per_s": window_crops / max(elapsed, 1e-9), "lr": engine.get_lr()[0]})
-            if peak_flops > 0:  # model FLOP utilisation: the U-Net's own FLOPs against the measured peak
-                achieved = step_flops * window_crops / train_cfg.batch_size / max(elapsed, 1e-9)
-                metrics.update({"perf/model_tflops_per_s": achieved / 1e12, "perf/mfu": achieved / peak_flops})
+            metrics.update({**window.metrics(), "lr": engine.get_lr()[0]})
             tracker.log_metrics(metrics, step=done)
             log.info("step %d/%d loss=%.4f", done, train_cfg.max_steps, metrics.get("loss", float("nan")))
-            window_start, window_crops = time.perf_counter(), 0
         if tracker is not None and val is not None and (
                 done % train_cfg.eval_every == 0 or done == train_cfg.max_steps):
-            ema_model = copy.deepcopy(engine.module)
-            ema.copy_to(ema_model)
-            losses = {**conditioning_losses(ema_model, val[0], val[1], groups=val[2]),
-                      **conditioning_losses_by_time(ema_model, val[0], val[1], groups=val[2])}
-            val_metrics = {f"val/{k}": v for k, v in losses.items()}
-            tracker.log_metrics(val_metrics, step=done)
-            metrics.update(val_metrics)
-            try:
-                from bassray.inference import BassGenerator
-                generator = BassGenerator.from_parts(ema_model, loop_config["mix_bundle"],
-                                                     loop_config["target_bundle"], loop_config["latent_dir"], config)
-                if fit_songs:
-                    fit = {"val/chord_tone_generated": _generated_fit(generator, config, fit_songs, done),
-                           **fit_bounds}
-                    tracker.log_metrics(fit, step=done)
-                    metrics.update(fit)
-                _log_generated_example(tracker, generator, config, val[0], done)
-            except Exception as exc:  # evaluation is a nicety; never lose the run for it
-                log.warning("could not score or log generated examples: %s", exc)
+            with window.excluded():
+                ema_model = copy.deepcopy(engine.module)
+                ema.copy_to(ema_model)
+                losses = {**conditioning_losses(ema_model, val[0], val[1], groups=val[2]),
+                          **conditioning_losses_by_time(ema_model, val[0], val[1], groups=val[2])}
+                val_metrics = {f"val/{k}": v for k, v in losses.items()}
+                tracker.log_metrics(val_metrics, step=done)
+                metrics.update(val_metrics)
+                try:
+                    from bassray.inference import BassGenerator
+                    generator = BassGenerator.from_parts(ema_model, loop_config["mix_bundle"],
+                                                         loop_config["target_bundle"], loop_config["latent_dir"], config)
+                    if fit_songs:
+                        fit = {"val/chord_tone_generated": _generated_fit(generator, config, fit_songs, done),
+                               **fit_bounds}
+                        tracker.log_metrics(fit, step=done)
+                        metrics.update(fit)
+                    _log_generated_example(tracker, generator, config, val[0], done)
+                except Exception as exc:  # evaluation is a nicety; never lose the run for it
+                    log.warning("could not score or log generated examples: %s", exc)
         if done % train_cfg.checkpoint_every == 0 or done == train_cfg.max_steps:
-            save_checkpoint_and_report(
-                {"unet": engine}, {"stage": "diffusion", "step": done, "config": loop_config["config"],
-                                   "latent_dir": loop_config["latent_dir"],
-                                   "mix_bundle": loop_config["mix_bundle"],
-                                   "target_bundle": loop_config["target_bundle"]},
-                {"step": done, **{k: float(v) for k, v in metrics.items()}},
-                extra=lambda d: torch.save(ema.state_dict(), d / EMA_FILE))
+            with window.excluded():
+                save_checkpoint_and_report(
+                    {"unet": engine}, {"stage": "diffusion", "step": done, "config": loop_config["config"],
+                                       "latent_dir": loop_config["latent_dir"],
+                                       "mix_bundle": loop_config["mix_bundle"],
+                                       "target_bundle": loop_config["target_bundle"]},
+                    {"step": done, **{k: float(v) for k, v in metrics.items()}},
+                    extra=lambda d: torch.save(ema.state_dict(), d / EMA_FILE))
 
 
 def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, target_bundle: str | Path,

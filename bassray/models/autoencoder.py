@@ -201,11 +201,14 @@ class Autoencoder(LatentAutoencoder):
         log_mag, spec = self._input_spectrum(padded)                       # [B, C, F, N]
         features = (log_mag - LOG_MAG_SHIFT) / LOG_MAG_SCALE
         z = self.encoder(features.reshape(B, C * self.n_bins, -1).to(self._dtype()))  # [B, D - S, N/16]
+        # Latents are float32 whatever the conv stack's dtype: the pitch code's height channel
+        # carries the fine tuning, which bf16's 8-bit mantissa would round (by up to 0.2 semitone).
+        z = z.float()
         if self.chroma_channels:
             chroma = frame_chroma(spec, self.sample_rate, self.hop_samples // self.cfg.hop_length)
-            z = torch.cat([z, chroma.to(z.dtype)], dim=1)
+            z = torch.cat([z, chroma.float()], dim=1)
         if self.pitch_parts:
-            z = torch.cat([z, self._pitch_latent(padded, spec).to(z.dtype)], dim=1)
+            z = torch.cat([z, self._pitch_latent(padded, spec).float()], dim=1)
         return z, log_mag
 
     def _pitch_latent(self, wav: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
