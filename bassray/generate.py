@@ -70,7 +70,7 @@ def generate_command(args) -> int:
                                           dtype=torch_dtype(resolve_precision(precision, args.device)))
     sampler = generator.config.sampler
     paths = generate_files(
-        generator, args.mix, args.output, steps=args.steps or sampler.steps,
+        generator, args.mix, args.output, steps=args.steps or sampler.steps_for(args.sampler),
         cfg_weight=sampler.cfg_weight if args.cfg is None else args.cfg,
         rescale_phi=sampler.rescale_phi if args.rescale is None else args.rescale,
         seed=args.seed, num_samples=args.num_samples, style_path=args.style, with_mix=args.with_mix,

@@ -70,7 +70,7 @@ GENERATE_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content":
                     "description": "the music to accompany: WAV, FLAC, OGG or MP3, mono or stereo, 8-192 kHz"},
             "style": {"type": "string", "format": "binary",
                       "description": "optional: a bass recording whose timbre the result should take"},
-            "steps": _range("integer", STEPS_RANGE, "sampler steps (default: the model's)"),
+            "steps": _range("integer", STEPS_RANGE, "sampler steps (default: the model's for the chosen sampler)"),
             "sampler": {"type": "string", "enum": list(SAMPLER_NAMES),
                         "description": "ddim, or dpmpp-2m (DPM-Solver++(2M), fewer steps); default: the model's"},
             "cfg": _range("number", CFG_RANGE, "classifier-free guidance weight"),

@@ -101,12 +101,14 @@ def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> Genera
         if text not in TRUE_WORDS | FALSE_WORDS:
             raise RequestError(422, f"{name} must be true or false, got {text!r}")
         flags[name] = text in TRUE_WORDS
+    sampler = _sampler(form, defaults)
+    default_steps = defaults.get("dpmpp_steps", defaults["steps"]) if sampler == "dpmpp-2m" else defaults["steps"]
     return GenerateParams(
-        steps=_number(form, "steps", int, STEPS_RANGE, int(defaults["steps"])),
+        steps=_number(form, "steps", int, STEPS_RANGE, int(default_steps)),
         cfg_weight=_number(form, "cfg", float, CFG_RANGE, float(defaults["cfg_weight"])),
         rescale_phi=_number(form, "rescale", float, RESCALE_RANGE, float(defaults["rescale_phi"])),
         seed=_number(form, "seed", int, SEED_RANGE, secrets.randbelow(2**31)),
-        with_mix=flags["with_mix"], midi=flags["midi"], sampler=_sampler(form, defaults))
+        with_mix=flags["with_mix"], midi=flags["midi"], sampler=sampler)
 
 
 def _sampler(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ def test_paper_preset_matches_the_paper():
         hop_total *= factor
     assert hop_total == 4096
     assert config.diffusion_training.crop_frames == 256 and config.sampler.steps == 64
+    assert config.sampler.steps_for("ddim") == 64 and config.sampler.steps_for("dpmpp-2m") == config.sampler.dpmpp_steps < 64
 
 
 def test_presets_keep_pitch_in_the_latents():

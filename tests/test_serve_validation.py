@@ -32,6 +32,11 @@ def test_params_defaults_and_values():
     assert (p.steps, p.cfg_weight, p.rescale_phi, p.with_mix) == (4, 2.5, 0.7, True)
     assert p.sampler == "ddim" and parse_params({"sampler": "dpmpp-2m"}, DEFAULTS).sampler == "dpmpp-2m"
     assert parse_params({}, {**DEFAULTS, "method": "dpmpp-2m"}).sampler == "dpmpp-2m"  # the bundle's default
+    # Each sampler's own default step count; an explicit count wins.
+    with_dpm = {**DEFAULTS, "dpmpp_steps": 6}
+    assert parse_params({"sampler": "dpmpp-2m"}, with_dpm).steps == 6
+    assert parse_params({"sampler": "ddim"}, with_dpm).steps == 16
+    assert parse_params({"sampler": "dpmpp-2m", "steps": "9"}, with_dpm).steps == 9
 
 
 @pytest.mark.parametrize("field,value", [("steps", "0"), ("steps", "1001"), ("steps", "2.5"), ("cfg", "-1"),

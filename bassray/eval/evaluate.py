@@ -68,7 +68,7 @@ class SongScorer:
         torch.set_num_threads(1)
         from bassray.inference import BassGenerator
         self.generator = BassGenerator.from_bundle(bundle_dir)
-        self.steps = steps or self.generator.config.sampler.steps
+        self.steps = steps or self.generator.config.sampler.steps_for()
         self.seed = seed
         self.audio_dir = Path(audio_dir)
         self.audio_dir.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,13 @@ def _upload(page, url: str, tmp_path, name: str, content: bytes) -> None:
 def test_page_generates_plays_and_downloads(apps, page, tmp_path):
     seconds, rate = 1.5, 22050
     mix = (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)[None]
+    page.goto(apps.url + "/")
+    page.wait_for_function("document.querySelector('input[name=steps]').value !== ''")
+    defaults = page.evaluate("fetch('info').then(r => r.json()).then(i => i.defaults)")
+    page.select_option("select[name=sampler]", "dpmpp-2m")  # each sampler shows its own default steps
+    assert page.input_value("input[name=steps]") == str(defaults["dpmpp_steps"])
+    page.select_option("select[name=sampler]", "ddim")
+    assert page.input_value("input[name=steps]") == str(defaults["steps"])
     _upload(page, apps.url, tmp_path, "my song.wav", wav(mix, rate))
     page.wait_for_selector("#result:not([hidden])")
     assert "done in" in page.inner_text("#status")
