@@ -91,7 +91,7 @@ def _numbers(text: str, kind=float) -> tuple:
 
 def cmd_evaluate(args) -> int:
     from bassray.distributed.evaluate import evaluate
-    from bassray.eval.evaluate import fad_table, fit_table
+    from bassray.eval.evaluate import fad_table, fit_table, no_snap_clause
     from bassray.eval.sections import ExperimentOptions
     options = ExperimentOptions(
         steps_grid=_numbers(args.steps_grid, int), samplers=tuple(v.strip() for v in args.samplers.split(",")),
@@ -102,11 +102,12 @@ def cmd_evaluate(args) -> int:
         seed=args.seed)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     report = evaluate(args.bundle, args.shards, args.out, splits=args.split.split(","), songs=args.songs,
-                      steps=args.steps, seed=args.seed, actors=args.actors, only=only, options=options)
+                      steps=args.steps, seed=args.seed, actors=args.actors, only=only, options=options,
+                      harmony=args.harmony)
     if "per_song" in report and (only is None or "fit" in only):
         print(fit_table(report))
         print(f"\ngenerated bass: {report['generated_floor_to_ceiling']:.2f} of the way from floor to ceiling "
-              f"(chord-tone); level {report['generated_level_minus_true_db']:+.1f} dB vs the true bass; "
+              f"(chord-tone){no_snap_clause(report)}; level {report['generated_level_minus_true_db']:+.1f} dB vs the true bass; "
               f"reconstruction pitch accuracy {report['reconstruction_fidelity'].get('pitch_accuracy', float('nan')):.2f}")
         if report.get("fad"):
             print("\n" + fad_table(report["fad"]))
@@ -194,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ddim (the paper's) or dpmpp-2m (DPM-Solver++(2M)); default: the bundle's config")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance weight")
     p.add_argument("--rescale", type=float, default=None, help="CFG rescale phi in [0, 1]")
+    p.add_argument("--harmony", type=float, default=None,
+                   help="harmony snap width in fifths (0 = off): a note may move one step round the circle of "
+                        "fifths to a pitch class the mix plays; default: the bundle's config")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1, help="variations (seed, seed+1, ...)")
     p.add_argument("--with-mix", type=Path, default=None, help="also write mix + generated bass here")
@@ -217,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the bundle's config)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--actors", type=int, default=2, help="Ray Data actors that score songs in parallel")
+    p.add_argument("--harmony", type=float, default=None,
+                   help="harmony snap width in fifths (0 = off; default: the bundle's config)")
     p.add_argument("--out", type=Path, required=True, help="folder for report.md/.html/.json, plots, audio")
     p.add_argument("--only", default=None, help="comma-separated sections: fit, fad-steps, fad-guidance, "
                    "matching, style, length (default all; matching only with --contrastive); sections run "

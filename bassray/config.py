@@ -154,11 +154,17 @@ class SamplerConfig:
     # within noise of DDIM-64, with a margin (tiny: 6 measured, README "Fig. 2"; paper: untested on
     # a trained model, 16 from its exactness on Gaussian data and the solver's paper).
     dpmpp_steps: int = 16
+    # Harmony snap (bassray.models.harmony): a generated note may move one step round the circle of
+    # fifths to a class the mix's chroma plays; the width (in fifths) sets how much the chroma counts.
+    # 0 = off (the paper's method).
+    harmony_snap: float = 0.0
 
     def __post_init__(self):
         from bassray.diffusion.sampler import SAMPLERS
         if self.method not in SAMPLERS:
             raise ValueError(f"sampler.method must be one of {', '.join(SAMPLERS)}, not {self.method!r}")
+        if not 0.0 <= self.harmony_snap <= 4.0:
+            raise ValueError(f"sampler.harmony_snap must be in [0, 4] (fifths), got {self.harmony_snap}")
         if self.steps < 1 or self.dpmpp_steps < 1:
             raise ValueError(f"sampler.steps and sampler.dpmpp_steps must be >= 1, got {self.steps}, {self.dpmpp_steps}")
 

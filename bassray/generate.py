@@ -31,7 +31,8 @@ def variation_path(path: Path, index: int, count: int) -> Path:
 def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, steps: int,
                    cfg_weight: float, rescale_phi: float, seed: int, num_samples: int = 1,
                    style_path: Path | None = None, with_mix: Path | None = None,
-                   match_level: bool = True, midi: Path | None = None, sampler: str | None = None) -> list[Path]:
+                   match_level: bool = True, midi: Path | None = None, sampler: str | None = None,
+                   harmony: float | None = None) -> list[Path]:
     mix, in_rate = read_audio(mix_path)
     rate, channels = generator.sample_rate, generator.channels
     style = None
@@ -40,7 +41,8 @@ def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, st
         style = conform(style_audio, style_rate, rate, channels)
     model_mix = conform(mix, in_rate, rate, channels)
     settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi,
-                                   seed=seed + i, style_audio=style, match_level=match_level, sampler=sampler)
+                                   seed=seed + i, style_audio=style, match_level=match_level, sampler=sampler,
+                                   harmony=harmony)
                 for i in range(num_samples)]
     with tqdm(total=steps, desc=sampler or generator.config.sampler.method, unit="step") as bar:
         basses = generator.generate([model_mix] * num_samples, settings,
@@ -74,7 +76,7 @@ def generate_command(args) -> int:
         cfg_weight=sampler.cfg_weight if args.cfg is None else args.cfg,
         rescale_phi=sampler.rescale_phi if args.rescale is None else args.rescale,
         seed=args.seed, num_samples=args.num_samples, style_path=args.style, with_mix=args.with_mix,
-        match_level=not args.model_level, midi=args.midi, sampler=args.sampler)
+        match_level=not args.model_level, midi=args.midi, sampler=args.sampler, harmony=args.harmony)
     for path in paths:
         print(path)
     return 0

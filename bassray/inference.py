@@ -36,6 +36,8 @@ class GenerationSettings:
     rescale_phi: float = 0.0
     seed: int = 0
     sampler: str | None = None  # "ddim" or "dpmpp-2m"; None = the bundle's config
+    # Harmony snap width in fifths (bassray.models.harmony; 0 = off); None = the bundle's config.
+    harmony: float | None = None
     style_audio: np.ndarray | None = None  # [C, T] at the model's rate; None = no grounding
     # One gain per request puts the bass at the training collection's median bass-to-mix level.
     # The model's own level drifts by several dB between training runs (in the quickstart, +1 to
@@ -183,6 +185,31 @@ class BassGenerator:
             style_mean=style if bool(mask.any()) else None, style_mask=mask if bool(mask.any()) else None,
             seeds=list(seeds), progress=progress, sampler=sampler or self.config.sampler.method).float()
 
+    @property
+    def can_snap_to_harmony(self) -> bool:
+        """Whether the bass latent carries a pitch code and the mix latent a chroma."""
+        return bool(getattr(self.target_ae, "pitch_parts", 0) and getattr(self.mix_ae, "chroma_channels", 0))
+
+    @torch.no_grad()
+    def snap_to_harmony(self, latents: torch.Tensor, cond: torch.Tensor, widths: Sequence[float]) -> torch.Tensor:
+        """Normalised bass latents ``[B, Dy, L]`` with each quarter frame's pitch class resolved by the
+        mix's chroma (``cond [B, Dx, L]``, normalised mix latents; ``widths`` per example, 0 = as is)."""
+        from bassray.models.harmony import snap_to_harmony
+        if any(not 0.0 <= w <= 4.0 for w in widths):
+            raise ValueError(f"harmony snap widths must be in [0, 4] fifths (0 = off), got {list(widths)}")
+        if not self.can_snap_to_harmony or not any(w > 0 for w in widths):
+            return latents
+        parts, n = self.target_ae.pitch_parts, self.mix_ae.chroma_channels
+        z = latents.float() * self._tgt_std + self._tgt_mean
+        B, L = z.shape[0], z.shape[-1]
+        chroma = cond[:, -n:].float() * self._mix_std[-n:] + self._mix_mean[-n:]          # [B, 12, L]
+        code = z[:, -3 * parts:].reshape(B, 3, parts, L).transpose(2, 3).reshape(B, 3, L * parts)
+        code = snap_to_harmony(code, chroma.repeat_interleave(parts, dim=-1),
+                               torch.tensor(list(widths), dtype=torch.float32, device=z.device))
+        z = z.clone()
+        z[:, -3 * parts:] = code.reshape(B, 3, L, parts).transpose(2, 3).reshape(B, 3 * parts, L)
+        return (z - self._tgt_mean) / self._tgt_std
+
     # -- the whole path ------------------------------------------------------------------------
     def generate(self, mixes: Sequence[np.ndarray], settings: Sequence[GenerationSettings],
                  progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
@@ -203,6 +230,9 @@ class BassGenerator:
                 rescale_phi=[settings[i].rescale_phi for i in idx],
                 seeds=[settings[i].seed for i in idx], style_means=[styles[i] for i in idx],
                 progress=progress, sampler=sampler)
+            default_width = self.config.sampler.harmony_snap
+            latents = self.snap_to_harmony(latents, torch.stack([conds[i] for i in idx]), [
+                default_width if settings[i].harmony is None else settings[i].harmony for i in idx])
             audio = self.decode_target(latents)
             for j, i in enumerate(idx):
                 out = audio[j, :, : mixes[i].shape[-1]]

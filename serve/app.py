@@ -165,7 +165,7 @@ class BassrayIngress:
         name = f'{safe_name(uploads["mix"].filename)}-{"mix+bass" if params.with_mix else "bass"}'
         audio = await run_in_threadpool(wav_bytes, mix + bass if params.with_mix else bass, rate)
         headers = {"X-Bassray-Seed": str(params.seed), "X-Bassray-Steps": str(params.steps),
-                   "X-Bassray-Sampler": params.sampler,
+                   "X-Bassray-Sampler": params.sampler, "X-Bassray-Harmony": f"{params.harmony:g}",
                    "X-Bassray-Sample-Rate": str(rate)}
         if params.midi:  # WAV + the bass line's notes (transcribed from the bass alone), zipped
             body = await run_in_threadpool(wav_and_midi_zip, name, audio, bass, rate)
@@ -186,7 +186,7 @@ class BassrayIngress:
             model_style = await run_in_threadpool(conform, style, style_rate, model_rate, model_channels)
         settings = GenerationSettings(steps=params.steps, cfg_weight=params.cfg_weight,
                                       rescale_phi=params.rescale_phi, seed=params.seed, style_audio=model_style,
-                                      sampler=params.sampler)
+                                      sampler=params.sampler, harmony=params.harmony)
         pending = self.generator.generate.remote(model_mix, settings)
         timeout = self.limits.generation_timeout_s
         try:

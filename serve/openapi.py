@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from serve.validation import CFG_RANGE, RESCALE_RANGE, SAMPLER_NAMES, SEED_RANGE, STEPS_RANGE
+from serve.validation import CFG_RANGE, HARMONY_RANGE, RESCALE_RANGE, SAMPLER_NAMES, SEED_RANGE, STEPS_RANGE
 
 
 class ErrorBody(BaseModel):
@@ -40,7 +40,7 @@ GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
           "headers": {name: {"description": text, "schema": {"type": "string"}} for name, text in (
               ("X-Bassray-Seed", "the seed used (drawn when not given)"),
               ("X-Bassray-Steps", "sampler steps used"),
-              ("X-Bassray-Sampler", "the sampler used"), ("X-Bassray-Sample-Rate", "the WAV's rate"))}},
+              ("X-Bassray-Sampler", "the sampler used"), ("X-Bassray-Harmony", "the harmony snap width used"), ("X-Bassray-Sample-Rate", "the WAV's rate"))}},
     400: _error("an unreadable or empty file, NaN samples, or a malformed multipart body"),
     **AUTH_RESPONSES,
     408: _error("the upload stalled"),
@@ -75,6 +75,8 @@ GENERATE_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content":
                         "description": "ddim, or dpmpp-2m (DPM-Solver++(2M), fewer steps); default: the model's"},
             "cfg": _range("number", CFG_RANGE, "classifier-free guidance weight"),
             "rescale": _range("number", RESCALE_RANGE, "guidance rescale phi"),
+            "harmony": _range("number", HARMONY_RANGE, "harmony snap width in fifths (0 = off): a note may move "
+                              "one step round the circle of fifths to a pitch class the mix plays; default: the model's"),
             "seed": _range("integer", SEED_RANGE, "random seed (default: drawn, returned in X-Bassray-Seed)"),
             "with_mix": {"type": "boolean", "description": "return mix + bass instead of the bass alone"},
             "midi": {"type": "boolean", "description": "return a zip of the WAV and the bass line's notes "

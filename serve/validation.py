@@ -21,6 +21,7 @@ from bassray.audio import AudioReadError, conform, read_audio
 STEPS_RANGE = (1, 1000)
 CFG_RANGE = (0.0, 20.0)
 RESCALE_RANGE = (0.0, 1.0)
+HARMONY_RANGE = (0.0, 4.0)  # harmony snap width in fifths (bassray.models.harmony); 0 = off
 SEED_RANGE = (0, 2**63 - 1)
 SAMPLER_NAMES = ("ddim", "dpmpp-2m")  # bassray.diffusion.sampler.SAMPLERS, kept here without torch
 # What an uploaded file may be: below 8 kHz there is no music to accompany, above 192 kHz and
@@ -52,6 +53,7 @@ class Limits:
                 "min_seconds": MIN_SECONDS, "sample_rate": list(SAMPLE_RATE_RANGE), "max_channels": MAX_CHANNELS,
                 "stall_timeout_s": self.stall_timeout_s, "generation_timeout_s": self.generation_timeout_s,
                 "steps": list(STEPS_RANGE), "cfg": list(CFG_RANGE), "rescale": list(RESCALE_RANGE),
+                "harmony": list(HARMONY_RANGE),
                 "seed": list(SEED_RANGE), "sampler": list(SAMPLER_NAMES)}
 
 
@@ -64,6 +66,7 @@ class GenerateParams:
     with_mix: bool
     midi: bool = False
     sampler: str = "ddim"
+    harmony: float = 0.0
 
 
 def _field(form: Mapping[str, Any], name: str) -> str | None:
@@ -93,7 +96,7 @@ def _number(form: Mapping[str, Any], name: str, kind: type, bounds: tuple, defau
 
 
 def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> GenerateParams:
-    """Form fields steps, cfg, rescale, seed, sampler, with_mix, midi -> checked values (``defaults``:
+    """Form fields steps, cfg, rescale, harmony, seed, sampler, with_mix, midi -> checked values (``defaults``:
     the bundle's sampler settings). A missing seed draws a random one; the response reports it."""
     flags = {}
     for name in ("with_mix", "midi"):
@@ -107,6 +110,7 @@ def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> Genera
         steps=_number(form, "steps", int, STEPS_RANGE, int(default_steps)),
         cfg_weight=_number(form, "cfg", float, CFG_RANGE, float(defaults["cfg_weight"])),
         rescale_phi=_number(form, "rescale", float, RESCALE_RANGE, float(defaults["rescale_phi"])),
+        harmony=_number(form, "harmony", float, HARMONY_RANGE, float(defaults.get("harmony_snap", 0.0))),
         seed=_number(form, "seed", int, SEED_RANGE, secrets.randbelow(2**31)),
         with_mix=flags["with_mix"], midi=flags["midi"], sampler=sampler)
 

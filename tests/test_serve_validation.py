@@ -37,11 +37,16 @@ def test_params_defaults_and_values():
     assert parse_params({"sampler": "dpmpp-2m"}, with_dpm).steps == 6
     assert parse_params({"sampler": "ddim"}, with_dpm).steps == 16
     assert parse_params({"sampler": "dpmpp-2m", "steps": "9"}, with_dpm).steps == 9
+    # The harmony snap width: the bundle's default (0 where it has none), or the request's.
+    assert parse_params({}, DEFAULTS).harmony == 0.0
+    assert parse_params({}, {**DEFAULTS, "harmony_snap": 0.5}).harmony == 0.5
+    assert parse_params({"harmony": "0"}, {**DEFAULTS, "harmony_snap": 0.5}).harmony == 0.0
 
 
 @pytest.mark.parametrize("field,value", [("steps", "0"), ("steps", "1001"), ("steps", "2.5"), ("cfg", "-1"),
                                          ("cfg", "inf"), ("rescale", "nan"), ("rescale", "2"),
-                                         ("seed", "-3"), ("with_mix", "perhaps"), ("sampler", "euler")])
+                                         ("seed", "-3"), ("with_mix", "perhaps"), ("sampler", "euler"),
+                                         ("harmony", "5"), ("harmony", "-0.5")])
 def test_out_of_range_params_are_422_naming_the_field(field, value):
     with pytest.raises(RequestError) as err:
         parse_params({field: value}, DEFAULTS)

@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
              splits: Sequence[str] = ("test",), songs: int | None = None, steps: int | None = None,
              seed: int = 0, actors: int = 2, only: Sequence[str] | None = None,
-             options: ExperimentOptions | None = None) -> dict[str, Any]:
+             options: ExperimentOptions | None = None, harmony: float | None = None) -> dict[str, Any]:
     """Score up to ``songs`` held-out songs (see the module doc) on the current or a local Ray
     cluster and run the experiment sections named in ``only`` (default: all that can run; the
     matching section needs ``options.contrastive``). Sections run alone merge into an existing
-    report.json. Writes report.json, report.md and report.html under ``out_dir``."""
+    report.json. Writes report.json, report.md and report.html under ``out_dir``. ``harmony``
+    overrides the bundle's harmony snap width (``sampler.harmony_snap``; 0 = off)."""
     from bassray.config import load_config_json
     from bassray.train.bundle import CONFIG_FILE, read_bundle_metadata
     options = options or ExperimentOptions(seed=seed)
@@ -52,11 +53,13 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     report["bundle"] = str(bundle_dir)
     if "fit" in wanted:
         report.update(score_songs(items, bundle_dir, data_dir, out, target=target, splits=splits, steps=steps,
-                                  seed=seed, actors=actors, bundle_metadata=meta))
+                                  seed=seed, actors=actors, bundle_metadata=meta, harmony=harmony))
     rest = [s for s in wanted if s != "fit"]
     if rest:
         from bassray.inference import BassGenerator
         generator = BassGenerator.from_bundle(bundle_dir)
+        if harmony is not None:
+            generator.config.sampler.harmony_snap = harmony
         for section in rest:
             started = time.perf_counter()
             log.info("evaluate: section %s", section)
@@ -90,7 +93,7 @@ def ray_map(fn, *iterables) -> list:
 
 def score_songs(items: list[dict[str, Any]], bundle_dir: str | Path, data_dir: str | Path, out: Path, *,
                 target: str, splits: Sequence[str], steps: int | None, seed: int, actors: int,
-                bundle_metadata: dict[str, Any]) -> dict[str, Any]:
+                bundle_metadata: dict[str, Any], harmony: float | None = None) -> dict[str, Any]:
     """The musical-fit section: every song scored five ways in a Ray Data actor pool, the FAD
     table and the spectrograms."""
     log.info("evaluate: scoring %d held-out songs from %s with %s", len(items), data_dir, bundle_dir)
@@ -98,13 +101,14 @@ def score_songs(items: list[dict[str, Any]], bundle_dir: str | Path, data_dir: s
     dataset = ray.data.from_items(items)
     scored = dataset.map_batches(
         SongScorer, fn_constructor_kwargs={"bundle_dir": str(Path(bundle_dir).resolve()),
-                                           "audio_dir": str(out / "audio"), "steps": steps, "seed": seed},
+                                           "audio_dir": str(out / "audio"), "steps": steps, "seed": seed,
+                                           "harmony": harmony},
         batch_size=4, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, actors)), num_cpus=1)
     rows = [json.loads(r["result"]) for r in scored.take_all()]
     rows.sort(key=lambda r: r["key"])
     report = summarise(rows)
     report.update(bundle=str(bundle_dir), data=str(data_dir), splits=list(splits), seed=seed,
-                  steps=steps, bundle_metadata=bundle_metadata, per_song=rows)
+                  steps=steps, harmony=harmony, bundle_metadata=bundle_metadata, per_song=rows)
     if len(rows) >= 2:
         reference = training_basses(data_dir, target, len(rows))
         report["fad"] = fad_against_true(out, [r["key"] for r in rows], reference=reference,

@@ -18,10 +18,12 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-KINDS = ("true", "reconstruction", "generated", "unconditional", "other_song")
+# "generated_no_snap" (the same samples decoded without the harmony snap: the network alone) is
+# scored only where the bundle's harmony snap is on.
+KINDS = ("true", "reconstruction", "generated", "generated_no_snap", "unconditional", "other_song")
 KIND_TITLES = {"true": "true bass (ceiling)", "reconstruction": "bass autoencoder's reconstruction",
-               "generated": "**generated bass**", "unconditional": "unconditional model (floor)",
-               "other_song": "another song's bass (floor)"}
+               "generated": "**generated bass**", "generated_no_snap": "generated bass without the harmony snap",
+               "unconditional": "unconditional model (floor)", "other_song": "another song's bass (floor)"}
 FIT_COLUMNS = ("chord_tone", "root", "raw_pitch", "raw_chroma", "voicing_recall", "voicing_false_alarm",
                "onset_on_grid", "level_db")
 FIDELITY_COLUMNS = ("pitch_accuracy", "octave_errors", "chroma_cosine", "cqt_l1")
@@ -61,13 +63,16 @@ def held_out_songs(data_dir: str | Path, splits: Sequence[str], target: str, lim
 
 class SongScorer:
     """Ray Data actor: loads the diffusion bundle once, then for a batch of songs generates
-    (conditional and unconditional), reconstructs, writes audio and scores all five kinds."""
+    (conditional, also without the harmony snap where it is on, and unconditional), reconstructs,
+    writes audio and scores every kind."""
 
-    def __init__(self, bundle_dir: str, audio_dir: str, steps: int | None, seed: int):
+    def __init__(self, bundle_dir: str, audio_dir: str, steps: int | None, seed: int, harmony: float | None = None):
         import torch
         torch.set_num_threads(1)
         from bassray.inference import BassGenerator
         self.generator = BassGenerator.from_bundle(bundle_dir)
+        if harmony is not None:  # the caller's snap width instead of the bundle's
+            self.generator.config.sampler.harmony_snap = harmony
         self.steps = steps or self.generator.config.sampler.steps_for()
         self.seed = seed
         self.audio_dir = Path(audio_dir)
@@ -82,9 +87,13 @@ class SongScorer:
         sampler = self.generator.config.sampler
         mixes = list(batch["mix"])
         made = {}
-        for kind, weight in (("generated", sampler.cfg_weight), ("unconditional", 0.0)):
+        # The unconditional floor must not hear the mix, so it gets no harmony snap either.
+        runs = [("generated", sampler.cfg_weight, sampler.harmony_snap), ("unconditional", 0.0, 0.0)]
+        if sampler.harmony_snap > 0 and self.generator.can_snap_to_harmony:
+            runs.append(("generated_no_snap", sampler.cfg_weight, 0.0))  # same seeds: the same samples
+        for kind, weight, harmony in runs:
             settings = [GenerationSettings(steps=self.steps, cfg_weight=weight, rescale_phi=sampler.rescale_phi,
-                                           seed=self.seed + i) for i in range(len(mixes))]
+                                           seed=self.seed + i, harmony=harmony) for i in range(len(mixes))]
             made[kind] = self.generator.generate(mixes, settings)
         results = []
         for i, key in enumerate(batch["key"]):
@@ -94,9 +103,8 @@ class SongScorer:
                 x = torch.from_numpy(np.ascontiguousarray(target))[None]
                 ae = self.generator.target_ae
                 recon = decode_chunked(ae, encode_chunked(ae, x))[0, :, : target.shape[-1]].numpy()
-            audio = {"true": target, "reconstruction": recon, "generated": made["generated"][i],
-                     "unconditional": made["unconditional"][i], "other_song": batch["other_target"][i],
-                     "mix": batch["mix"][i]}
+            audio = {"true": target, "reconstruction": recon, "other_song": batch["other_target"][i],
+                     "mix": batch["mix"][i], **{kind: made[kind][i] for kind in made}}
             row: dict[str, Any] = {"key": str(key)}
             for kind, wav in audio.items():
                 write_audio(self.audio_dir / f"{key}.{kind}.wav", wav, rate)
@@ -112,11 +120,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     level against the true bass."""
     from bassray.eval.musical_fit import mean_metrics
     report: dict[str, Any] = {"songs": len(rows),
-                              "kinds": {k: mean_metrics([r[k] for r in rows]) for k in KINDS},
+                              "kinds": {k: mean_metrics([r[k] for r in rows]) for k in KINDS if k in rows[0]},
                               "reconstruction_fidelity": mean_metrics([r["fidelity"] for r in rows])}
     kinds = report["kinds"]
     ceiling, floor = kinds["true"].get("chord_tone", 0.0), kinds["other_song"].get("chord_tone", 0.0)
-    for kind in ("generated", "reconstruction", "unconditional"):
+    for kind in ("generated", "generated_no_snap", "reconstruction", "unconditional"):
+        if kind not in kinds:
+            continue
         value = kinds[kind].get("chord_tone", 0.0)
         report[f"{kind}_floor_to_ceiling"] = (value - floor) / (ceiling - floor) if ceiling > floor else float("nan")
     report["reconstruction_share_of_ceiling"] = (kinds["reconstruction"].get("chord_tone", 0.0) / ceiling
@@ -129,11 +139,17 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def fit_table(report: dict[str, Any]) -> str:
     """The musical-fit table (Markdown), one row per kind."""
     lines = ["| bass | " + " | ".join(FIT_COLUMNS) + " |", "|---|" + "---:|" * len(FIT_COLUMNS)]
-    for kind in KINDS:
+    for kind in (k for k in KINDS if k in report["kinds"]):
         values = report["kinds"][kind]
         lines.append(f"| {KIND_TITLES[kind]} | " + " | ".join(
             f"{values[c]:.2f}" if c in values else "–" for c in FIT_COLUMNS) + " |")
     return "\n".join(lines)
+
+
+def no_snap_clause(report: dict[str, Any]) -> str:
+    """", without the harmony snap X" where the report scored the network alone too, else ""."""
+    value = report.get("generated_no_snap_floor_to_ceiling")
+    return "" if value is None else f" (without the harmony snap {value:.2f})"
 
 
 def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
@@ -144,7 +160,7 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
              "the sounding chord; raw pitch/chroma and voicing use mir_eval against the true bass notes.", "",
              fit_table(report), "",
              f"Generated bass: {report['generated_floor_to_ceiling']:.2f} of the way from floor (another "
-             f"song's bass) to ceiling (true bass) in chord-tone agreement; level "
+             f"song's bass) to ceiling (true bass) in chord-tone agreement{no_snap_clause(report)}; level "
              f"{report['generated_level_minus_true_db']:+.1f} dB against the true bass.", "",
              "## Reconstruction fidelity of the bass autoencoder", "",
              "| pitch accuracy vs input (50 cents) | octave errors | chroma cosine | CQT log L1 |",

@@ -37,16 +37,17 @@ def fits(basses: Sequence[np.ndarray], rate: int, truths: Sequence[dict[str, Any
 
 
 def score_setting(generator, rows: list[dict[str, Any]], embedding, true_stats, *, steps: int, cfg_weight: float,
-                  rescale_phi: float, seed: int, fit_songs: int, mapper: Mapper = map, sampler: str | None = None
-                  ) -> dict[str, Any]:
+                  rescale_phi: float, seed: int, fit_songs: int, mapper: Mapper = map, sampler: str | None = None,
+                  harmony: float | None = None) -> dict[str, Any]:
     """Generate one bass per held-out row with one setting; its FAD against the true basses and
-    the mean chord-tone agreement over the first ``fit_songs`` songs."""
+    the mean chord-tone agreement over the first ``fit_songs`` songs (``harmony``: the snap width,
+    None = the bundle's)."""
     from bassray.eval.fad import fad_from_stats
     from bassray.inference import GenerationSettings
     rate = generator.config.audio.sample_rate
     sampler = sampler or generator.config.sampler.method
     settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi, seed=seed + i,
-                                   sampler=sampler) for i in range(len(rows))]
+                                   sampler=sampler, harmony=harmony) for i in range(len(rows))]
     basses = generator.generate([r["mix"] for r in rows], settings)
     result = fad_from_stats(embed_clips(embedding, basses, rate), true_stats, embedding.name)
     scores = [f["chord_tone"] for f in fits(basses[:fit_songs], rate, [json.loads(r["truth"]) for r in rows[:fit_songs]],

@@ -75,6 +75,16 @@ def test_sampler_is_a_per_request_setting(apps, mono_mix):
     assert bad.status_code == 422 and "sampler" in bad.json()["detail"]
 
 
+def test_harmony_snap_is_a_per_request_setting(apps, mono_mix):
+    plain = _post(apps.url, mono_mix, steps=2, seed=5, harmony=0)
+    snapped = _post(apps.url, mono_mix, steps=2, seed=5, harmony=2)
+    assert plain.status_code == snapped.status_code == 200
+    assert (plain.headers["x-bassray-harmony"], snapped.headers["x-bassray-harmony"]) == ("0", "2")
+    assert _audio(plain)[0].shape == _audio(snapped)[0].shape
+    bad = _post(apps.url, mono_mix, steps=2, harmony=9)
+    assert bad.status_code == 422 and "harmony" in bad.json()["detail"]
+
+
 def test_concurrent_requests_share_batches(apps, mono_mix):
     # Six at once fit the open app's 8 queue places: Serve's router counts a request as queued until a
     # replica has accepted it (ray/serve/_private/router.py says so), so with 4 places six simultaneous
