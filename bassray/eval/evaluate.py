@@ -179,10 +179,10 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
     return "\n".join(parts) + "\n"
 
 
-FAD_KINDS = ("other_songs", "reconstruction", "generated", "unconditional")
+FAD_KINDS = ("other_songs", "reconstruction", "generated", "generated_no_snap", "unconditional")
 FAD_TITLES = {"other_songs": "true basses of other songs (train split): the best reachable",
               "reconstruction": "bass autoencoder's reconstruction", "generated": "**generated bass**",
-              "unconditional": "unconditional model"}
+              "generated_no_snap": "generated bass without the harmony snap", "unconditional": "unconditional model"}
 
 
 def training_basses(data_dir: str | Path, target: str, count: int) -> list[np.ndarray]:
@@ -227,6 +227,8 @@ def fad_against_true(out: Path, keys: list[str], embedding_name: str = "chroma-m
                 continue
             kind_stats = gaussian_stats(embedding(conform(c, reference_rate, embedding.sample_rate, 1))
                                         for c in reference)
+        elif not (out / "audio" / f"{keys[0]}.{kind}.wav").exists():
+            continue  # generated_no_snap: only where the harmony snap is on
         else:
             kind_stats = stats(kind)
         r = fad_from_stats(kind_stats, true, embedding.name)
