@@ -123,16 +123,20 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     report = json.loads((report_dir / "report.json").read_text())
     assert report["songs"] == 3 and len(report["per_song"]) == 3
     kinds = report["kinds"]
-    assert set(kinds) == {"true", "reconstruction", "generated", "unconditional", "other_song"}
+    # tiny ships with the harmony snap on, so the network's own samples are scored beside it
+    assert set(kinds) == {"true", "reconstruction", "generated", "generated_no_snap", "unconditional", "other_song"}
+    assert np.isfinite(report["generated_no_snap_floor_to_ceiling"])
     assert kinds["true"]["chord_tone"] >= 0.8  # the ceiling: a bass on its chords' roots
     assert "pitch_accuracy" in report["reconstruction_fidelity"]
     text = (report_dir / "report.md").read_text()
     assert "| true bass (ceiling) |" in text and "Fréchet audio distance" in text
+    assert "| generated bass without the harmony snap |" in text
     fad = report["fad"]  # every kind against the true basses, naming embedding and counts
-    assert set(fad) == {"other_songs", "reconstruction", "generated", "unconditional"}  # other songs: train split
+    assert set(fad) == {"other_songs", "reconstruction", "generated", "generated_no_snap",
+                        "unconditional"}  # other songs: train split
     assert all(r["embedding"] == "chroma-mfcc" and r["clips"] == 3 and r["fad"] >= 0 for r in fad.values())
     for row in report["per_song"]:
-        for kind in ("mix", "generated", "true", "reconstruction", "unconditional", "other_song"):
+        for kind in ("mix", "generated", "generated_no_snap", "true", "reconstruction", "unconditional", "other_song"):
             assert (report_dir / "audio" / f"{row['key']}.{kind}.wav").exists()
     assert [(p["sampler"], p["steps"]) for p in report["fad_steps"]["points"]] == [
         ("ddim", 1), ("ddim", 2), ("dpmpp-2m", 1), ("dpmpp-2m", 2)]

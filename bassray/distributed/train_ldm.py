@@ -87,13 +87,20 @@ def _musical_fit_songs(loop_config: dict[str, Any], config: Config) -> tuple[lis
                    "val/chord_tone_other_song": _chord_tone([s["other_target"] for s in songs], songs)}
 
 
-def _generated_fit(generator, config: Config, songs: list[dict[str, Any]], step: int) -> float:
+def _generated_fit(generator, config: Config, songs: list[dict[str, Any]], step: int) -> dict[str, float]:
     """Chord-tone agreement of bass lines generated for held-out songs: what a listener hears,
-    unlike the v-loss."""
+    unlike the v-loss; with the harmony snap on, also of the same samples without it."""
     from bassray.inference import GenerationSettings
-    settings = [GenerationSettings(steps=config.sampler.steps, cfg_weight=config.sampler.cfg_weight,
-                                   rescale_phi=config.sampler.rescale_phi, seed=step + i) for i in range(len(songs))]
-    return _chord_tone(generator.generate([s["mix"] for s in songs], settings), songs)
+    widths = {"val/chord_tone_generated": None}
+    if config.sampler.harmony_snap > 0:
+        widths["val/chord_tone_generated_no_snap"] = 0.0
+    out = {}
+    for key, harmony in widths.items():
+        settings = [GenerationSettings(steps=config.sampler.steps, cfg_weight=config.sampler.cfg_weight,
+                                       rescale_phi=config.sampler.rescale_phi, seed=step + i, harmony=harmony)
+                    for i in range(len(songs))]
+        out[key] = _chord_tone(generator.generate([s["mix"] for s in songs], settings), songs)
+    return out
 
 
 def drop_learnt_mix_channels(mix: torch.Tensor, fraction: float, chroma_channels: int,
@@ -207,8 +214,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
                     generator = BassGenerator.from_parts(ema_model, loop_config["mix_bundle"],
                                                          loop_config["target_bundle"], loop_config["latent_dir"], config)
                     if fit_songs:
-                        fit = {"val/chord_tone_generated": _generated_fit(generator, config, fit_songs, done),
-                               **fit_bounds}
+                        fit = {**_generated_fit(generator, config, fit_songs, done), **fit_bounds}
                         tracker.log_metrics(fit, step=done)
                         metrics.update(fit)
                     _log_generated_example(tracker, generator, config, val[0], done)
