@@ -51,6 +51,7 @@ def test_page_generates_plays_and_downloads(apps, page, tmp_path):
     assert page.input_value("input[name=steps]") == str(defaults["dpmpp_steps"])
     page.select_option("select[name=sampler]", "ddim")
     assert page.input_value("input[name=steps]") == str(defaults["steps"])
+    assert float(page.input_value("input[name=harmony]")) == defaults["harmony_snap"]  # the bundle's width
     _upload(page, apps.url, tmp_path, "my song.wav", wav(mix, rate))
     page.wait_for_selector("#result:not([hidden])")
     assert "done in" in page.inner_text("#status")
