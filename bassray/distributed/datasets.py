@@ -180,7 +180,7 @@ def _crop_dataset(data_dir: str | Path, split: str, cropper: SegmentCropper,
     # File order is seeded and re-drawn every epoch (Ray reseeds with its execution index).
     shuffle = ray.data.FileShuffleConfig(seed=cropper.seed)
     cpus = cropper.data_cpus
-    dataset = ray.data.read_webdataset(paths, decoder=None, shuffle=shuffle, ray_remote_args={"num_cpus": cpus})
+    dataset = ray.data.read_webdataset(paths, decoder=None, shuffle=shuffle, num_cpus=cpus)
     dataset = dataset.flat_map(cropper, num_cpus=cpus)
     if randomize_blocks:
         # An all-to-all barrier: nothing comes out until the whole epoch is cropped and held in the

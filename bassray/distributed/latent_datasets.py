@@ -65,6 +65,6 @@ def latent_pairs_dataset(latent_dir: str | Path, split: str, config: Config, see
     paths = validate_shards(list_latent_shards(latent_dir, split), counts)
     frames = crop_frames or config.diffusion_training.crop_frames
     cpus = config.distributed.data_cpus_per_task
-    dataset = ray.data.read_webdataset(paths, decoder=None, shuffle="files", ray_remote_args={"num_cpus": cpus})
+    dataset = ray.data.read_webdataset(paths, decoder=None, shuffle="files", num_cpus=cpus)
     cropper = LatentCropper(stats, frames, config.data.crops_per_segment, seed, counts)
     return dataset.flat_map(cropper, num_cpus=cpus).randomize_block_order()
