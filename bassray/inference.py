@@ -215,6 +215,18 @@ class BassGenerator:
                  progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
         """One bass line per mix (``[C, T]`` at the model's rate), each exactly as long as its mix.
         Requests of equal latent length, step count and sampler share one batched sampling loop."""
+        return self._generate(mixes, settings, progress, unsnapped=False)[0]
+
+    def generate_with_and_without_snap(self, mixes: Sequence[np.ndarray], settings: Sequence[GenerationSettings],
+                                       progress: Callable[[int, int], None] | None = None
+                                       ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """:meth:`generate`, and the same samples decoded without the harmony snap (the network's own
+        notes), from one sampling run: for evaluations that report both."""
+        return self._generate(mixes, settings, progress, unsnapped=True)
+
+    def _generate(self, mixes: Sequence[np.ndarray], settings: Sequence[GenerationSettings],
+                  progress: Callable[[int, int], None] | None, unsnapped: bool
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         if len(mixes) != len(settings):
             raise ValueError("give one GenerationSettings per mix")
         conds = [self.encode_mix(m) for m in mixes]
@@ -223,21 +235,25 @@ class BassGenerator:
         for i, (c, s) in enumerate(zip(conds, settings)):
             groups.setdefault((c.shape[-1], s.steps, s.sampler or self.config.sampler.method), []).append(i)
         outputs: list[np.ndarray | None] = [None] * len(mixes)
+        raw_outputs: list[np.ndarray | None] = [None] * len(mixes)
         for (_, steps, sampler), idx in groups.items():
-            latents = self.sample_latents(
+            raw = self.sample_latents(
                 torch.stack([conds[i] for i in idx]), steps=steps,
                 cfg_weight=[settings[i].cfg_weight for i in idx],
                 rescale_phi=[settings[i].rescale_phi for i in idx],
                 seeds=[settings[i].seed for i in idx], style_means=[styles[i] for i in idx],
                 progress=progress, sampler=sampler)
             default_width = self.config.sampler.harmony_snap
-            latents = self.snap_to_harmony(latents, torch.stack([conds[i] for i in idx]), [
+            latents = self.snap_to_harmony(raw, torch.stack([conds[i] for i in idx]), [
                 default_width if settings[i].harmony is None else settings[i].harmony for i in idx])
-            audio = self.decode_target(latents)
-            for j, i in enumerate(idx):
-                out = audio[j, :, : mixes[i].shape[-1]]
-                outputs[i] = self.match_level(out, mixes[i]) if settings[i].match_level else out
-        return outputs  # type: ignore[return-value]
+            for target, z in ((outputs, latents), (raw_outputs, raw if unsnapped else None)):
+                if z is None:
+                    continue
+                audio = self.decode_target(z)
+                for j, i in enumerate(idx):
+                    out = audio[j, :, : mixes[i].shape[-1]]
+                    target[i] = self.match_level(out, mixes[i]) if settings[i].match_level else out
+        return outputs, raw_outputs  # type: ignore[return-value]
 
     def match_level(self, bass: np.ndarray, mix: np.ndarray) -> np.ndarray:
         """``bass`` scaled to the mix's level plus the training median target-minus-mix level (gain

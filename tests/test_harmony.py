@@ -89,3 +89,12 @@ def test_generate_honours_the_per_request_harmony_width(generator):
     alone = generator.generate([mix], [GenerationSettings(steps=2, seed=3, harmony=2.0)])[0]
     assert both[0].shape == mix.shape and np.isfinite(both[1]).all()
     np.testing.assert_allclose(alone, both[1], atol=1e-4)  # batched like any other setting
+
+
+def test_with_and_without_snap_come_from_one_sampling_run(generator):
+    mix = np.random.default_rng(1).normal(0, 0.1, (2, generator.sample_rate * 2)).astype(np.float32)
+    settings = [GenerationSettings(steps=2, seed=4, harmony=2.0)]
+    snapped, unsnapped = generator.generate_with_and_without_snap([mix], settings)
+    np.testing.assert_allclose(snapped[0], generator.generate([mix], settings)[0], atol=1e-5)
+    plain = generator.generate([mix], [GenerationSettings(steps=2, seed=4, harmony=0.0)])[0]
+    np.testing.assert_allclose(unsnapped[0], plain, atol=1e-5)

@@ -91,15 +91,12 @@ def _generated_fit(generator, config: Config, songs: list[dict[str, Any]], step:
     """Chord-tone agreement of bass lines generated for held-out songs: what a listener hears,
     unlike the v-loss; with the harmony snap on, also of the same samples without it."""
     from bassray.inference import GenerationSettings
-    widths = {"val/chord_tone_generated": None}
-    if config.sampler.harmony_snap > 0:
-        widths["val/chord_tone_generated_no_snap"] = 0.0
-    out = {}
-    for key, harmony in widths.items():
-        settings = [GenerationSettings(steps=config.sampler.steps, cfg_weight=config.sampler.cfg_weight,
-                                       rescale_phi=config.sampler.rescale_phi, seed=step + i, harmony=harmony)
-                    for i in range(len(songs))]
-        out[key] = _chord_tone(generator.generate([s["mix"] for s in songs], settings), songs)
+    settings = [GenerationSettings(steps=config.sampler.steps, cfg_weight=config.sampler.cfg_weight,
+                                   rescale_phi=config.sampler.rescale_phi, seed=step + i) for i in range(len(songs))]
+    snapped, unsnapped = generator.generate_with_and_without_snap([s["mix"] for s in songs], settings)
+    out = {"val/chord_tone_generated": _chord_tone(snapped, songs)}
+    if config.sampler.harmony_snap > 0 and generator.can_snap_to_harmony:
+        out["val/chord_tone_generated_no_snap"] = _chord_tone(unsnapped, songs)
     return out
 
 

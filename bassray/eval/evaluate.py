@@ -86,15 +86,17 @@ class SongScorer:
         from bassray.inference import GenerationSettings, decode_chunked, encode_chunked
         sampler = self.generator.config.sampler
         mixes = list(batch["mix"])
+        def settings(weight: float, harmony: float) -> list:
+            return [GenerationSettings(steps=self.steps, cfg_weight=weight, rescale_phi=sampler.rescale_phi,
+                                       seed=self.seed + i, harmony=harmony) for i in range(len(mixes))]
         made = {}
+        if sampler.harmony_snap > 0 and self.generator.can_snap_to_harmony:  # the same samples, both ways
+            made["generated"], made["generated_no_snap"] = self.generator.generate_with_and_without_snap(
+                mixes, settings(sampler.cfg_weight, sampler.harmony_snap))
+        else:
+            made["generated"] = self.generator.generate(mixes, settings(sampler.cfg_weight, 0.0))
         # The unconditional floor must not hear the mix, so it gets no harmony snap either.
-        runs = [("generated", sampler.cfg_weight, sampler.harmony_snap), ("unconditional", 0.0, 0.0)]
-        if sampler.harmony_snap > 0 and self.generator.can_snap_to_harmony:
-            runs.append(("generated_no_snap", sampler.cfg_weight, 0.0))  # same seeds: the same samples
-        for kind, weight, harmony in runs:
-            settings = [GenerationSettings(steps=self.steps, cfg_weight=weight, rescale_phi=sampler.rescale_phi,
-                                           seed=self.seed + i, harmony=harmony) for i in range(len(mixes))]
-            made[kind] = self.generator.generate(mixes, settings)
+        made["unconditional"] = self.generator.generate(mixes, settings(0.0, 0.0))
         results = []
         for i, key in enumerate(batch["key"]):
             rate, truth = int(batch["sample_rate"][i]), json.loads(str(batch["truth"][i]))
