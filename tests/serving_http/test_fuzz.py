@@ -158,9 +158,10 @@ def _response(sock: socket.socket) -> tuple[int, dict[str, str], dict]:
 
 
 def test_chunked_oversize_body_is_cut_off_while_it_streams(apps):
-    """200 MB chunked against a 1 MB limit: the 413 arrives long before the client has sent it all.
-    (Serve's proxy takes what the client sends until the answer is out, so on loopback a few tens of
-    MB leave the client first; the app itself reads about 1 MB.)"""
+    """200 MB chunked against a 1 MB limit: the app stops reading just past the limit and answers 413.
+    (Serve's proxy takes what the client sends until the answer is out, so on loopback tens of MB
+    leave the client first, more on a loaded machine (168 MB once): how much the client sends is
+    a race with the proxy, so the test asserts what the app read, which its answer reports.)"""
     sock = _raw(apps.port, "POST /generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                            "Content-Type: multipart/form-data; boundary=b\r\n\r\n")
     chunk, sent = b"x" * 65536, 0
@@ -175,7 +176,8 @@ def test_chunked_oversize_body_is_cut_off_while_it_streams(apps):
     status, headers, body = _response(sock)
     sock.close()
     assert status == 413 and "limit" in body["detail"]
-    assert sent < 100_000_000, f"the client sent {sent / 1e6:.0f} MB before the answer"
+    read_mb = float(re.search(r"stopped reading at ([\d.]+) MB", body["detail"]).group(1))
+    assert read_mb < 2.0, f"the app read {read_mb} MB of a body over its 1 MB limit (client sent {sent / 1e6:.0f} MB)"
 
 
 def test_stalled_upload_is_dropped(apps):
