@@ -96,6 +96,9 @@ class AutoencoderTrainConfig:
     log_every: int = 50
     eval_every: int = 2000
     checkpoint_every: int = 2000
+    # torch threads in each training worker (0: as Ray sets them, one per whole CPU the worker holds;
+    # a worker holding 0.5 CPU then computes on one thread while the data tasks leave a core idle).
+    torch_threads: int = 0
 
 
 @dataclass

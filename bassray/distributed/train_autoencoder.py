@@ -117,6 +117,8 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
     stem = loop_config["stem"]
     train_cfg = config.autoencoder_training
     use_gpu = config.distributed.use_gpu
+    if train_cfg.torch_threads > 0:
+        torch.set_num_threads(train_cfg.torch_threads)
 
     model = Autoencoder(config.autoencoder_for(stem), config.audio)
     critics = Critics(config.critic, config.audio)
