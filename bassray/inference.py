@@ -246,13 +246,15 @@ class BassGenerator:
             default_width = self.config.sampler.harmony_snap
             latents = self.snap_to_harmony(raw, torch.stack([conds[i] for i in idx]), [
                 default_width if settings[i].harmony is None else settings[i].harmony for i in idx])
-            for target, z in ((outputs, latents), (raw_outputs, raw if unsnapped else None)):
-                if z is None:
-                    continue
-                audio = self.decode_target(z)
+
+            def place(into: list, audio: np.ndarray) -> None:
                 for j, i in enumerate(idx):
                     out = audio[j, :, : mixes[i].shape[-1]]
-                    target[i] = self.match_level(out, mixes[i]) if settings[i].match_level else out
+                    into[i] = self.match_level(out, mixes[i]) if settings[i].match_level else out
+            audio = self.decode_target(latents)
+            place(outputs, audio)
+            if unsnapped:  # where nothing was snapped the latents are the samples: no second decode
+                place(raw_outputs, audio if latents is raw else self.decode_target(raw))
         return outputs, raw_outputs  # type: ignore[return-value]
 
     def match_level(self, bass: np.ndarray, mix: np.ndarray) -> np.ndarray:

@@ -93,12 +93,12 @@ def matmul_peak_gflops(dtype, device: str = "cpu", repeats: int = 5) -> float:
 def unet_flops(unet, batch: int, length: int, device: str, dtype) -> int:
     """FLOPs of one U-Net call (counted by torch, matmuls and convolutions)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
+
+    from bassray.train.step_flops import counted_flops
     z = torch.zeros(batch, unet.target_dim, length, device=device, dtype=dtype)
     c = torch.zeros(batch, unet.cond_dim, length, device=device, dtype=dtype)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        unet(z, torch.full((batch,), 0.5, device=device), c)
-    return counter.get_total_flops()
+    with torch.no_grad():
+        return counted_flops(lambda: unet(z, torch.full((batch,), 0.5, device=device), c))
 
 
 def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cfg: float, dtype_name: str,

@@ -12,21 +12,20 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def counted_flops(fn: Callable[[], None]) -> int:
+def counted_flops(fn: Callable[[], object]) -> int:
     """FLOPs torch counts while ``fn`` runs."""
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
 
 
-def diffusion_step_flops(unet: torch.nn.Module, target: torch.Tensor, cond: torch.Tensor,
-                         channel_weight: torch.Tensor | None = None) -> int:
+def diffusion_step_flops(unet: torch.nn.Module, target: torch.Tensor, cond: torch.Tensor) -> int:
     """One v-loss forward and backward of the U-Net on ``target [B, Dy, L]`` given ``cond [B, Dx, L]``."""
     from bassray.diffusion.schedule import v_loss
     model = copy.deepcopy(unet).train()
 
     def step() -> None:
-        loss, _ = v_loss(model, target, cond, cond_dropout=0.0, cond_noise=0.0, channel_weight=channel_weight)
+        loss, _ = v_loss(model, target, cond, cond_dropout=0.0, cond_noise=0.0)
         loss.backward()
     return counted_flops(step)
 
