@@ -81,7 +81,7 @@ def evaluate_reconstruction(model: torch.nn.Module, crops: torch.Tensor, hops: l
     notice: pitch accuracy against the input, chroma cosine, a constant-Q distance and, where
     chords are known and ``score_chords`` (the target stem, not a mix), the reconstruction's
     chord-tone agreement beside the input's."""
-    from bassray.eval.musical_fit import bass_fit, mean_metrics, reconstruction_fidelity
+    from bassray.eval.musical_fit import bass_fit, mean_metrics, reconstruction_fidelity, track_pitch
     from bassray.train.autoencoder_losses import log_mel_l1, mssd
     was_training = model.training
     model.eval()
@@ -92,10 +92,11 @@ def evaluate_reconstruction(model: torch.nn.Module, crops: torch.Tensor, hops: l
     for audio, meta in songs or []:
         x = torch.from_numpy(audio)[None].to(crops.device, crops.dtype)
         song_recon = model.decode(model.encode(x), length=x.shape[-1])[0].float().cpu().numpy()
-        fidelity.append(reconstruction_fidelity(audio, song_recon, model.sample_rate))
+        tracks = (track_pitch(audio, model.sample_rate), track_pitch(song_recon, model.sample_rate))
+        fidelity.append(reconstruction_fidelity(audio, song_recon, model.sample_rate, tracks=tracks))
         if meta.get("chords") and score_chords:
-            fits.append(bass_fit(song_recon, model.sample_rate, meta))
-            true_fits.append(bass_fit(audio, model.sample_rate, meta))
+            fits.append(bass_fit(song_recon, model.sample_rate, meta, track=tracks[1]))
+            true_fits.append(bass_fit(audio, model.sample_rate, meta, track=tracks[0]))
     metrics.update({f"val/{k}": v for k, v in mean_metrics(fidelity).items()})
     if fits:
         metrics["val/chord_tone"] = mean_metrics(fits)["chord_tone"]

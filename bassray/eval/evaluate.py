@@ -82,7 +82,7 @@ class SongScorer:
         import torch
 
         from bassray.audio import write_audio
-        from bassray.eval.musical_fit import bass_fit, reconstruction_fidelity
+        from bassray.eval.musical_fit import bass_fit, reconstruction_fidelity, track_pitch
         from bassray.inference import GenerationSettings, decode_chunked, encode_chunked
         sampler = self.generator.config.sampler
         mixes = list(batch["mix"])
@@ -108,11 +108,14 @@ class SongScorer:
             audio = {"true": target, "reconstruction": recon, "other_song": batch["other_target"][i],
                      "mix": batch["mix"][i], **{kind: made[kind][i] for kind in made}}
             row: dict[str, Any] = {"key": str(key)}
+            tracks = {}  # pYIN is most of the scoring time: the fidelity reuses the fit's tracks
             for kind, wav in audio.items():
                 write_audio(self.audio_dir / f"{key}.{kind}.wav", wav, rate)
                 if kind != "mix":
-                    row[kind] = bass_fit(wav, rate, truth)
-            row["fidelity"] = reconstruction_fidelity(target, recon, rate)
+                    tracks[kind] = track_pitch(wav, rate)
+                    row[kind] = bass_fit(wav, rate, truth, track=tracks[kind])
+            row["fidelity"] = reconstruction_fidelity(target, recon, rate,
+                                                      tracks=(tracks["true"], tracks["reconstruction"]))
             results.append(json.dumps(row, default=float))
         return {"result": np.array(results, dtype=object)}
 
