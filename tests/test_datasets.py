@@ -156,3 +156,24 @@ def test_latent_dataset_counts_bad_tracks_and_keeps_going(ray_local, tmp_path):
     got = counts.snapshot()
     assert got["unreadable_shards"] == 1 and got["shards"] == 2
     assert got["corrupt_members"] == 1 and got["tracks_too_short"] == 1 and got["crops"] == 9
+
+
+def test_latent_dataset_reads_a_small_collection_several_times_per_epoch(ray_local, tmp_path):
+    """Two shards and min_files_per_epoch=4: one epoch is two passes, each cropping anew."""
+    from bassray.data.latents import LatentStats, npy_bytes
+    from bassray.distributed.latent_datasets import latent_pairs_dataset
+    from bassray.distributed.pipeline_stats import PipelineStats
+    config = load_config("tiny", ["diffusion_training.crop_frames=8", "data.crops_per_segment=3"])
+    rng = np.random.default_rng(1)
+    track = lambda: (npy_bytes(rng.normal(size=(2, 64, 40)).astype(np.float16)),  # noqa: E731
+                     npy_bytes(rng.normal(size=(32, 40)).astype(np.float16)))
+    (tmp_path / "train").mkdir()
+    write_latent_shard(tmp_path / "train" / "a.tar", {"t0": track()})
+    write_latent_shard(tmp_path / "train" / "b.tar", {"t1": track()})
+    LatentStats([0.0] * 64, [1.0] * 64, [0.0] * 32, [1.0] * 32).save(tmp_path)
+    counts = PipelineStats()
+    rows = latent_pairs_dataset(tmp_path, "train", config, counts=counts, min_files_per_epoch=4).take_all()
+    got = counts.snapshot()
+    assert got["shards"] == 2 and got["tracks_read"] == 4 and len(rows) == 4 * 3
+    crops = {r["target"].tobytes() for r in rows}
+    assert len(crops) > 2 * 3  # the second pass took other crops, not copies of the first

@@ -55,6 +55,10 @@ def _log_generated_example(tracker: RunTracker, generator, config: Config, mix: 
                                            "generated bass": spec(audio)}, step)
 
 
+# A small latent collection is read several times per epoch (see latent_pairs_dataset).
+LATENT_FILES_PER_EPOCH = 32
+
+
 def pitch_channel_weight(config: Config) -> torch.Tensor:
     """``[Dy]`` v-loss weights: ``pitch_loss_weight`` on the target latent's pitch-code channels
     (the last 3 x pitch_parts of a harmonic-phase autoencoder), 1 elsewhere."""
@@ -252,7 +256,8 @@ def train_ldm(config: Config, latent_dir: str | Path, mix_bundle: str | Path, ta
                    "tracking_uri": tracking_uri, "experiment": experiment, "run_name": run_name,
                    "artifact_root": str(home / "mlartifacts")}
     counts = PipelineStats()
-    dataset = latent_pairs_dataset(latent_dir, "train", config, seed=seed, counts=counts)
+    dataset = latent_pairs_dataset(latent_dir, "train", config, seed=seed, counts=counts,
+                                   min_files_per_epoch=LATENT_FILES_PER_EPOCH)
     result = launch_stage(ldm_train_loop, loop_config, {"train": dataset}, run_name=run_name, home=home,
                           config=config)
     bundle_dir, run_id, version = export_and_register(
