@@ -69,7 +69,7 @@ def latent_pairs_dataset(latent_dir: str | Path, split: str, config: Config, see
     paths = validate_shards(list_latent_shards(latent_dir, split), counts)
     frames = crop_frames or config.diffusion_training.crop_frames
     cpus = config.distributed.data_cpus_per_task
-    passes = -(-min_files_per_epoch // len(paths)) if paths else 1
+    passes = -(-min_files_per_epoch // len(paths))  # validate_shards leaves at least one
     dataset = ray.data.read_webdataset(paths * passes, decoder=None, shuffle="files", num_cpus=cpus)
     cropper = LatentCropper(stats, frames, config.data.crops_per_segment, seed, counts)
     return dataset.flat_map(cropper, num_cpus=cpus).randomize_block_order()
