@@ -91,7 +91,7 @@ def _numbers(text: str, kind=float) -> tuple:
 
 def cmd_evaluate(args) -> int:
     from bassray.distributed.evaluate import evaluate
-    from bassray.eval.evaluate import fad_table, fit_table, no_snap_clause
+    from bassray.eval.evaluate import articulation_table, fad_table, fit_table, headline
     from bassray.eval.sections import ExperimentOptions
     options = ExperimentOptions(
         steps_grid=_numbers(args.steps_grid, int), samplers=tuple(v.strip() for v in args.samplers.split(",")),
@@ -105,10 +105,9 @@ def cmd_evaluate(args) -> int:
                       steps=args.steps, seed=args.seed, actors=args.actors, only=only, options=options,
                       harmony=args.harmony)
     if "per_song" in report and (only is None or "fit" in only):
-        print(fit_table(report))
-        print(f"\ngenerated bass: {report['generated_floor_to_ceiling']:.2f} of the way from floor to ceiling "
-              f"(chord-tone){no_snap_clause(report)}; level {report['generated_level_minus_true_db']:+.1f} dB vs the true bass; "
-              f"reconstruction pitch accuracy {report['reconstruction_fidelity'].get('pitch_accuracy', float('nan')):.2f}")
+        print(fit_table(report) + "\n\n" + articulation_table(report))
+        print(f"\n{headline(report)}; reconstruction pitch accuracy "
+              f"{report['reconstruction_fidelity'].get('pitch_accuracy', float('nan')):.2f}")
         if report.get("fad"):
             print("\n" + fad_table(report["fad"]))
     for name in ("fad_steps", "fad_guidance"):

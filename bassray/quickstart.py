@@ -43,13 +43,12 @@ def _reconstruction(bundle_dir: Path, data_dir: Path) -> str:
 
 
 def _tables(fit: dict, conditioning: str) -> str:
-    from bassray.eval.evaluate import fit_table, no_snap_clause
+    from bassray.eval.evaluate import articulation_table, fit_table, headline
     fid = fit["reconstruction_fidelity"]
     return "\n".join([
         f"Musical fit on {fit['songs']} held-out songs (pYIN f0 against each song's chords and bass notes):",
-        fit_table(fit), "",
-        f"generated bass: {fit['generated_floor_to_ceiling']:.2f} of the way from floor (another song's "
-        f"bass) to ceiling (true bass){no_snap_clause(fit)}; level {fit['generated_level_minus_true_db']:+.1f} dB vs the true bass",
+        fit_table(fit), "", "Articulation (onsets against the true bass's notes, sounding frames, noise, register):",
+        articulation_table(fit), "", headline(fit),
         f"bass autoencoder: pitch accuracy vs its input {fid.get('pitch_accuracy', float('nan')):.2f} "
         f"(octave errors {fid.get('octave_errors', float('nan')):.2f}), chroma cosine "
         f"{fid.get('chroma_cosine', float('nan')):.2f}; chord-tone agreement "

@@ -12,6 +12,7 @@ from bassray.config import load_config
 from bassray.data.latents import LatentStats
 from bassray.data.sine_stems import sine_segments
 from bassray.data.shards import write_shards
+from bassray.eval.evaluate import FLOOR_TO_CEILING
 
 pytestmark = pytest.mark.slow
 
@@ -125,12 +126,16 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     kinds = report["kinds"]
     # tiny ships with the harmony snap on, so the network's own samples are scored beside it
     assert set(kinds) == {"true", "reconstruction", "generated", "generated_no_snap", "unconditional", "other_song"}
-    assert np.isfinite(report["generated_no_snap_floor_to_ceiling"])
+    assert set(report["generated_no_snap_floor_to_ceiling"]) == set(FLOOR_TO_CEILING)
     assert kinds["true"]["chord_tone"] >= 0.8  # the ceiling: a bass on its chords' roots
+    # Articulation against the true bass: the ceiling scores itself perfectly on what it is its own reference for
+    assert kinds["true"]["sounding_iou"] == 1.0 and kinds["true"]["register_st"] == 0.0
+    assert all(c in kinds[k] for k in ("generated", "unconditional", "other_song")
+               for c in ("sounding_iou", "harmonic_share", "register_st"))
     assert "pitch_accuracy" in report["reconstruction_fidelity"]
     text = (report_dir / "report.md").read_text()
     assert "| true bass (ceiling) |" in text and "Fréchet audio distance" in text
-    assert "| generated bass without the harmony snap |" in text
+    assert "| generated bass without the harmony snap |" in text and "## Articulation" in text
     fad = report["fad"]  # every kind against the true basses, naming embedding and counts
     assert set(fad) == {"other_songs", "reconstruction", "generated", "generated_no_snap",
                         "unconditional"}  # other songs: train split

@@ -113,5 +113,5 @@ def score_songs(items: list[dict[str, Any]], bundle_dir: str | Path, data_dir: s
         reference = training_basses(data_dir, target, len(rows))
         report["fad"] = fad_against_true(out, [r["key"] for r in rows], reference=reference,
                                          reference_rate=int(items[0]["sample_rate"]))
-    write_spectrograms(out, [r["key"] for r in rows[:3]])
+    write_spectrograms(out, [r["key"] for r in rows[:3]], {r["key"]: r.get("true_onsets", []) for r in rows[:3]})
     return report

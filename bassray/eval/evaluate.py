@@ -24,8 +24,12 @@ KINDS = ("true", "reconstruction", "generated", "generated_no_snap", "unconditio
 KIND_TITLES = {"true": "true bass (ceiling)", "reconstruction": "bass autoencoder's reconstruction",
                "generated": "**generated bass**", "generated_no_snap": "generated bass without the harmony snap",
                "unconditional": "unconditional model (floor)", "other_song": "another song's bass (floor)"}
-FIT_COLUMNS = ("chord_tone", "root", "raw_pitch", "raw_chroma", "voicing_recall", "voicing_false_alarm",
-               "onset_on_grid", "level_db")
+# chord_tone counts voiced frames only, so its voiced share stands beside it; the coverage (which
+# counts every frame where the true bass plays) is the headline.
+FIT_COLUMNS = ("chord_tone_coverage", "chord_tone", "chord_voiced_share", "root", "raw_pitch", "raw_chroma",
+               "voicing_recall", "voicing_false_alarm", "level_db")
+# Headline figures placed between floor (another song's bass) and ceiling (the true bass).
+FLOOR_TO_CEILING = ("chord_tone_coverage", "chord_tone", "onset_f1", "sounding_iou")
 FIDELITY_COLUMNS = ("pitch_accuracy", "octave_errors", "chroma_cosine", "cqt_l1")
 
 
@@ -61,6 +65,36 @@ def held_out_songs(data_dir: str | Path, splits: Sequence[str], target: str, lim
     return rows
 
 
+class TrueBass:
+    """A held-out song's true bass, analysed once, that scores any bass line against the song:
+    musical fit (:func:`bass_fit`) and articulation against this bass and its ground-truth notes."""
+
+    def __init__(self, audio: np.ndarray, sample_rate: int, truth: dict[str, Any]):
+        from bassray.eval.articulation import articulation_features, truth_onsets
+        from bassray.eval.musical_fit import track_pitch
+        self.audio, self.sample_rate, self.truth = audio, sample_rate, truth
+        self.features = articulation_features(audio, sample_rate)
+        self.track = track_pitch(audio, sample_rate)
+        self.onsets = truth_onsets(truth, self.features.duration)
+
+    def score(self, audio: np.ndarray, track=None) -> dict[str, float]:
+        """Every metric of ``audio`` (``track``: its pYIN track, where the caller has it)."""
+        from bassray.eval.articulation import articulation_features, articulation_scores
+        from bassray.eval.musical_fit import bass_fit, track_pitch
+        is_self = audio is self.audio
+        track = self.track if is_self else (track or track_pitch(audio, self.sample_rate))
+        line = self.features if is_self else articulation_features(audio, self.sample_rate)
+        return {**bass_fit(audio, self.sample_rate, self.truth, track=track),
+                **articulation_scores(line, self.features, self.onsets, track.midi, self.track.midi)}
+
+
+def mean_scores(basses: Sequence[np.ndarray], songs: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mean of every metric of one bass line per song (``held_out_songs`` rows) against that song."""
+    from bassray.eval.musical_fit import mean_metrics
+    return mean_metrics([TrueBass(s["target"], int(s["sample_rate"]), json.loads(s["truth"])).score(b)
+                         for b, s in zip(basses, songs)])
+
+
 class SongScorer:
     """Ray Data actor: loads the diffusion bundle once, then for a batch of songs generates
     (conditional, also without the harmony snap where it is on, and unconditional), reconstructs,
@@ -82,7 +116,7 @@ class SongScorer:
         import torch
 
         from bassray.audio import write_audio
-        from bassray.eval.musical_fit import bass_fit, reconstruction_fidelity, track_pitch
+        from bassray.eval.musical_fit import reconstruction_fidelity, track_pitch
         from bassray.inference import GenerationSettings, decode_chunked, encode_chunked
         sampler = self.generator.config.sampler
         mixes = list(batch["mix"])
@@ -107,13 +141,14 @@ class SongScorer:
                 recon = decode_chunked(ae, encode_chunked(ae, x))[0, :, : target.shape[-1]].numpy()
             audio = {"true": target, "reconstruction": recon, "other_song": batch["other_target"][i],
                      "mix": batch["mix"][i], **{kind: made[kind][i] for kind in made}}
-            row: dict[str, Any] = {"key": str(key)}
-            tracks = {}  # pYIN is most of the scoring time: the fidelity reuses the fit's tracks
+            true = TrueBass(target, rate, truth)
+            row: dict[str, Any] = {"key": str(key), "true_onsets": [] if true.onsets is None else true.onsets.tolist()}
+            tracks = {"true": true.track}  # pYIN is most of the scoring time: the fidelity reuses these
             for kind, wav in audio.items():
                 write_audio(self.audio_dir / f"{key}.{kind}.wav", wav, rate)
                 if kind != "mix":
-                    tracks[kind] = track_pitch(wav, rate)
-                    row[kind] = bass_fit(wav, rate, truth, track=tracks[kind])
+                    tracks[kind] = true.track if kind == "true" else track_pitch(wav, rate)
+                    row[kind] = true.score(wav, track=tracks[kind])
             row["fidelity"] = reconstruction_fidelity(target, recon, rate,
                                                       tracks=(tracks["true"], tracks["reconstruction"]))
             results.append(json.dumps(row, default=float))
@@ -123,17 +158,19 @@ class SongScorer:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Means over songs per kind, the generated bass's place between floor and ceiling, and its
     level against the true bass."""
+    from bassray.eval.articulation import floor_to_ceiling
     from bassray.eval.musical_fit import mean_metrics
     report: dict[str, Any] = {"songs": len(rows),
                               "kinds": {k: mean_metrics([r[k] for r in rows]) for k in KINDS if k in rows[0]},
                               "reconstruction_fidelity": mean_metrics([r["fidelity"] for r in rows])}
     kinds = report["kinds"]
-    ceiling, floor = kinds["true"].get("chord_tone", 0.0), kinds["other_song"].get("chord_tone", 0.0)
     for kind in ("generated", "generated_no_snap", "reconstruction", "unconditional"):
         if kind not in kinds:
             continue
-        value = kinds[kind].get("chord_tone", 0.0)
-        report[f"{kind}_floor_to_ceiling"] = (value - floor) / (ceiling - floor) if ceiling > floor else float("nan")
+        report[f"{kind}_floor_to_ceiling"] = {
+            metric: floor_to_ceiling(kinds[kind].get(metric, 0.0), kinds["other_song"].get(metric, 0.0),
+                                     kinds["true"].get(metric, 0.0)) for metric in FLOOR_TO_CEILING}
+    ceiling = kinds["true"].get("chord_tone", 0.0)
     report["reconstruction_share_of_ceiling"] = (kinds["reconstruction"].get("chord_tone", 0.0) / ceiling
                                                  if ceiling else float("nan"))
     levels = [r["generated"]["level_db"] - r["true"]["level_db"] for r in rows]
@@ -141,32 +178,51 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return report
 
 
-def fit_table(report: dict[str, Any]) -> str:
-    """The musical-fit table (Markdown), one row per kind."""
-    lines = ["| bass | " + " | ".join(FIT_COLUMNS) + " |", "|---|" + "---:|" * len(FIT_COLUMNS)]
+def fit_table(report: dict[str, Any], columns: Sequence[str] = FIT_COLUMNS) -> str:
+    """A table (Markdown) of ``columns``, one row per kind."""
+    lines = ["| bass | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for kind in (k for k in KINDS if k in report["kinds"]):
         values = report["kinds"][kind]
         lines.append(f"| {KIND_TITLES[kind]} | " + " | ".join(
-            f"{values[c]:.2f}" if c in values else "–" for c in FIT_COLUMNS) + " |")
+            f"{values[c]:.2f}" if c in values else "–" for c in columns) + " |")
     return "\n".join(lines)
 
 
-def no_snap_clause(report: dict[str, Any]) -> str:
-    """", without the harmony snap X" where the report scored the network alone too, else ""."""
-    value = report.get("generated_no_snap_floor_to_ceiling")
-    return "" if value is None else f" (without the harmony snap {value:.2f})"
+def articulation_table(report: dict[str, Any]) -> str:
+    """The articulation table (bassray/eval/articulation.py), one row per kind."""
+    from bassray.eval.articulation import ARTICULATION_COLUMNS
+    return fit_table(report, ARTICULATION_COLUMNS)
+
+
+def headline(report: dict[str, Any]) -> str:
+    """One sentence: where the generated bass lies between floor and ceiling on each headline
+    figure, without the harmony snap too where it was scored, and its level."""
+    def places(kind: str) -> str:
+        values = report.get(f"{kind}_floor_to_ceiling") or {}
+        return ", ".join(f"{name} {values[name]:.2f}" for name in FLOOR_TO_CEILING if name in values)
+    text = f"generated bass, of the way from floor (another song's bass) to ceiling (true bass): {places('generated')}"
+    if report.get("generated_no_snap_floor_to_ceiling"):
+        text += f"; without the harmony snap: {places('generated_no_snap')}"
+    return text + f"; level {report['generated_level_minus_true_db']:+.1f} dB against the true bass"
 
 
 def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
     fid = report["reconstruction_fidelity"]
     parts = [f"# Musical fit on {report['songs']} held-out songs", "",
-             f"Bundle `{report['bundle']}`, data `{report['data']}` ({', '.join(report['splits'])}). "
-             "Chord-tone agreement is the share of voiced frames (pYIN, 30-400 Hz) whose pitch class is in "
-             "the sounding chord; raw pitch/chroma and voicing use mir_eval against the true bass notes.", "",
+             f"Bundle `{report['bundle']}`, data `{report['data']}` ({', '.join(report['splits'])}).", "",
+             "## Notes", "",
+             "chord_tone_coverage: share of the frames where the true bass plays a note in which the line "
+             "sounds a chord tone (pYIN, 30-400 Hz); chord_tone: the same share over the line's own voiced "
+             "frames only, with chord_voiced_share, the share of the chords' frames it is voiced in; raw "
+             "pitch/chroma and voicing use mir_eval against the true bass notes.", "",
              fit_table(report), "",
-             f"Generated bass: {report['generated_floor_to_ceiling']:.2f} of the way from floor (another "
-             f"song's bass) to ceiling (true bass) in chord-tone agreement{no_snap_clause(report)}; level "
-             f"{report['generated_level_minus_true_db']:+.1f} dB against the true bass.", "",
+             "## Articulation", "",
+             "onset_f1: librosa onsets matched within 70 ms to the true bass's note onsets (mir_eval); "
+             "note_rate: onsets over the true bass's note count; sounding_iou: frames within 30 dB of each "
+             "file's peak, intersection over union with the true bass's; harmonic_share: HPSS harmonic "
+             "energy below 2 kHz; register_st: median pitch minus the true bass's, in semitones.", "",
+             articulation_table(report), "",
+             headline(report) + ".", "",
              "## Reconstruction fidelity of the bass autoencoder", "",
              "| pitch accuracy vs input (50 cents) | octave errors | chroma cosine | CQT log L1 |",
              "|---:|---:|---:|---:|",
@@ -175,12 +231,16 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
     if report.get("fad"):
         parts += ["## Fréchet audio distance", "", fad_table(report["fad"]), ""]
     if spectrograms:
-        parts += ["## Spectrograms (constant-Q, low register)", ""]
+        parts += ["## Constant-Q pictures: look at them, and listen, before believing a number", ""]
         parts += [f"![{Path(p).stem}]({p})" for p in spectrograms] + [""]
-    parts += ["## Songs", "", "| song | generated chord-tone | true | audio |", "|---|---:|---:|---|"]
+    parts += ["## Songs", "", "| song | generated coverage | true | generated onset F1 | note rate | audio |",
+              "|---|---:|---:|---:|---:|---|"]
     for row in report["per_song"]:
         links = " ".join(f"[{k}](audio/{row['key']}.{k}.wav)" for k in ("mix", "generated", "true", "reconstruction"))
-        parts.append(f"| {row['key']} | {row['generated']['chord_tone']:.2f} | {row['true']['chord_tone']:.2f} | {links} |")
+        g = row["generated"]
+        parts.append(f"| {row['key']} | {g.get('chord_tone_coverage', float('nan')):.2f} | "
+                     f"{row['true'].get('chord_tone_coverage', float('nan')):.2f} | {g.get('onset_f1', float('nan')):.2f} | "
+                     f"{g.get('note_rate', float('nan')):.2f} | {links} |")
     return "\n".join(parts) + "\n"
 
 
@@ -251,8 +311,10 @@ def fad_table(fad: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_spectrograms(out: Path, keys: list[str]) -> list[str]:
-    """One PNG per song: CQT of the true, reconstructed and generated bass (relative paths)."""
+def write_spectrograms(out: Path, keys: list[str], onsets: dict[str, list[float]] | None = None) -> list[str]:
+    """One PNG per song: CQT of the mix, true, reconstructed and generated bass (and the network
+    alone, without the harmony snap, where written), on one time axis in seconds, with the true
+    bass's note onsets (``onsets`` per key) marked on every panel (relative paths)."""
     import librosa
     import matplotlib
     matplotlib.use("Agg")
@@ -261,15 +323,21 @@ def write_spectrograms(out: Path, keys: list[str]) -> list[str]:
     from bassray.audio import read_audio
     names = []
     for key in keys:
-        fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
-        for ax, kind in zip(axes, ("true", "reconstruction", "generated")):
+        kinds = [k for k in ("mix", "true", "reconstruction", "generated", "generated_no_snap")
+                 if (out / "audio" / f"{key}.{k}.wav").exists()]
+        fig, axes = plt.subplots(len(kinds), 1, figsize=(12, 1.8 * len(kinds)), sharex=True, squeeze=False)
+        for ax, kind in zip(axes[:, 0], kinds):
             wav, rate = read_audio(out / "audio" / f"{key}.{kind}.wav")
             mono = librosa.resample(wav.mean(0), orig_sr=rate, target_sr=16000)
             cqt = np.abs(librosa.cqt(mono, sr=16000, hop_length=256, fmin=librosa.note_to_hz("C1"),
                                      n_bins=60, bins_per_octave=12))
-            ax.imshow(librosa.amplitude_to_db(cqt, ref=np.max), origin="lower", aspect="auto", vmin=-60)
-            ax.set_ylabel(kind)
-        axes[0].set_title(f"{key}: CQT from C1, one semitone per row")
+            ax.imshow(librosa.amplitude_to_db(cqt, ref=np.max), origin="lower", aspect="auto", vmin=-60,
+                      extent=(0.0, mono.shape[0] / 16000, 0, cqt.shape[0]))
+            for t in (onsets or {}).get(key, []):
+                ax.axvline(t, color="white", linewidth=0.6, alpha=0.5, linestyle=":")
+            ax.set_ylabel(kind.replace("_", " "))
+        axes[0, 0].set_title(f"{key}: CQT from C1, one semitone per row; dotted: the true bass's note onsets")
+        axes[-1, 0].set_xlabel("seconds")
         fig.tight_layout()
         name = f"{key}.spectrogram.png"
         fig.savefig(out / name, dpi=70)

@@ -4,7 +4,9 @@ Spectral distances cannot see bass pitch (a semitone at 41 Hz is 2.4 Hz), so eve
 through an f0 tracker (librosa's pYIN, which needs no weights) and the ground truth that synthetic
 songs carry: chords with times, the bass notes, the tempo. Definitions:
 
-- chord-tone agreement: share of voiced frames whose pitch class belongs to the sounding chord;
+- chord-tone agreement: share of voiced frames whose pitch class belongs to the sounding chord,
+  reported with its voiced share; chord-tone coverage: share of the frames where the true bass
+  plays in which the line sounds a chord tone (the headline: silence cannot score high on it);
 - root agreement: share of voiced frames whose pitch class is the chord's root;
 - voicing recall / false alarm, raw pitch and raw chroma accuracy against the true bass notes:
   mir_eval.melody's definitions (50 cents);
@@ -87,17 +89,28 @@ def chord_at(chords: Sequence[dict[str, Any]], times: np.ndarray) -> tuple[np.nd
     return roots, tones
 
 
-def chord_agreement(track: PitchTrack, chords: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Chord-tone and root agreement over the voiced frames that fall inside a chord."""
+def chord_agreement(track: PitchTrack, chords: Sequence[dict[str, Any]],
+                    notes: Sequence[Sequence[float]] | None = None) -> dict[str, float]:
+    """Chord-tone and root agreement over the voiced frames that fall inside a chord, the share
+    of the chords' frames that are voiced (``chord_voiced_share``), and ``chord_tone_coverage``:
+    the share of the frames where the true bass plays a note (``notes``; where none are given,
+    all the chords' frames) in which this line sounds a chord tone. The coverage is the headline:
+    a line voiced in a few frames, all on chord tones, scores high on ``chord_tone`` but not on it."""
     roots, tones = chord_at(chords, track.times)
-    use = track.voiced & (roots >= 0)
+    in_chords = roots >= 0
+    use = track.voiced & in_chords
     n = int(use.sum())
+    out = {"chord_voiced_share": float(use.sum() / max(1, in_chords.sum())), "voiced_frames": n}
     if n == 0:
-        return {"chord_tone": 0.0, "root": 0.0, "voiced_frames": 0}
+        return {**out, "chord_tone": 0.0, "root": 0.0, "chord_tone_coverage": 0.0}
     pc = np.round(track.midi[use]).astype(int) % 12
     in_chord = tones[use][np.arange(n), pc]
-    return {"chord_tone": float(in_chord.mean()), "root": float((pc == roots[use]).mean()),
-            "voiced_frames": n}
+    on_tone = np.zeros(track.times.shape, bool)
+    on_tone[use] = in_chord
+    should_play = in_chords & (notes_to_f0(notes, track.times) > 0 if notes else True)
+    coverage = float(on_tone[should_play].mean()) if should_play.any() else float("nan")
+    return {**out, "chord_tone": float(in_chord.mean()), "root": float((pc == roots[use]).mean()),
+            "chord_tone_coverage": coverage}
 
 
 def notes_to_f0(notes: Sequence[Sequence[float]], times: np.ndarray) -> np.ndarray:
@@ -149,9 +162,9 @@ def bass_fit(audio: np.ndarray, sample_rate: int, truth: dict[str, Any],
     ``chords``, ``tempo`` and ``parts.bass.notes`` where present). ``track``: the signal's
     :func:`track_pitch`, where the caller has it already."""
     track = track or track_pitch(audio, sample_rate)
-    out: dict[str, float] = {**chord_agreement(track, truth.get("chords", [])),
-                             "voiced_share": float(track.voiced.mean()), "level_db": level_db(audio)}
     notes = ((truth.get("parts") or {}).get("bass") or {}).get("notes")
+    out: dict[str, float] = {**chord_agreement(track, truth.get("chords", []), notes),
+                             "voiced_share": float(track.voiced.mean()), "level_db": level_db(audio)}
     if notes:
         out.update(note_accuracy(track, notes))
     if truth.get("tempo"):

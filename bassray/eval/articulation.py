@@ -1,0 +1,135 @@
+"""Articulation metrics: does a bass line play like a bass player? (plain numpy; no Ray).
+
+Chord-tone agreement hears which notes a line plays, not when or how: a dense, clicky line that
+keeps sounding through the song's rests scored near the true bass on it. These metrics hear the
+rest, each against a reference bass (the song's true bass; its ground-truth note onsets where the
+data carry them):
+
+- ``onset_f1``: mir_eval's onset F-measure of the line's detected onsets (librosa) against the
+  reference onsets, matched within ``ONSET_WINDOW_S``;
+- ``note_rate``: the line's onsets per second over the reference's;
+- ``sounding_iou``: intersection over union of the sounding frames (frame RMS within
+  ``SOUNDING_RANGE_DB`` of the file's peak) of the line and the reference; a line that sounds
+  through the reference's rests, or rests where it plays, scores low;
+- ``harmonic_share``: the harmonic part's share of the energy below ``HARMONIC_MAX_HZ`` after
+  librosa's harmonic/percussive separation: clicks, hiss and smeared noise are percussive;
+- ``register_st``: the median pitch of the line's voiced frames minus the reference's, in
+  semitones (pYIN tracks from bassray/eval/musical_fit.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+ANALYSIS_RATE = 16000
+ONSET_HOP = 160                 # 10 ms onset-strength frames
+ONSET_WINDOW_S = 0.07           # +-70 ms: an onset this close to a reference onset counts as a hit
+RMS_FRAME, RMS_HOP = 1024, 256  # 64 ms frames every 16 ms
+SOUNDING_RANGE_DB = 30.0
+HARMONIC_MAX_HZ = 2000.0
+HPSS_FFT, HPSS_HOP = 2048, 256  # 7.8 Hz bins: a 41 Hz bass's partials are 5 bins apart
+
+# Every key :func:`articulation_scores` returns, in the order the reports show them.
+ARTICULATION_COLUMNS = ("onset_f1", "note_rate", "sounding_iou", "harmonic_share", "register_st")
+
+
+@dataclass
+class Articulation:
+    """What the metrics need of one signal, computed once and compared with any reference."""
+    onsets: np.ndarray       # [K] detected onset times, seconds
+    sounding: np.ndarray     # [N] bool per RMS frame: within SOUNDING_RANGE_DB of the peak
+    harmonic_share: float
+    duration: float          # seconds
+
+
+def _mono16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    from bassray.eval.musical_fit import _mono_at
+    return _mono_at(audio, sample_rate, ANALYSIS_RATE)
+
+
+def detect_onsets(mono: np.ndarray) -> np.ndarray:
+    """librosa's spectral-flux onsets of a 16 kHz mono signal, in seconds (none in silence)."""
+    import librosa
+    if not np.any(np.abs(mono) > 1e-6):
+        return np.zeros(0)
+    return librosa.onset.onset_detect(y=mono, sr=ANALYSIS_RATE, hop_length=ONSET_HOP, units="time",
+                                      backtrack=False)
+
+
+def sounding_frames(mono: np.ndarray) -> np.ndarray:
+    """[N] bool: RMS frames within ``SOUNDING_RANGE_DB`` of the signal's loudest frame."""
+    import librosa
+    rms = librosa.feature.rms(y=mono, frame_length=RMS_FRAME, hop_length=RMS_HOP)[0]
+    if rms.size == 0 or rms.max() <= 1e-8:
+        return np.zeros(rms.shape, bool)
+    return 20.0 * np.log10(np.maximum(rms, 1e-12) / rms.max()) > -SOUNDING_RANGE_DB
+
+
+def harmonic_share(mono: np.ndarray) -> float:
+    """Share of the energy below ``HARMONIC_MAX_HZ`` that librosa's HPSS (median filtering, soft
+    masks) assigns to the harmonic part; NaN for silence."""
+    import librosa
+    spec = np.abs(librosa.stft(mono, n_fft=HPSS_FFT, hop_length=HPSS_HOP))
+    harmonic, percussive = librosa.decompose.hpss(spec)
+    low = int(HARMONIC_MAX_HZ * HPSS_FFT / ANALYSIS_RATE) + 1
+    h, p = float(np.sum(harmonic[:low] ** 2)), float(np.sum(percussive[:low] ** 2))
+    return h / (h + p) if h + p > 1e-12 else float("nan")
+
+
+def articulation_features(audio: np.ndarray, sample_rate: int) -> Articulation:
+    """Onsets, sounding frames and harmonic share of a (mono or [C, T]) bass signal."""
+    mono = _mono16k(audio, sample_rate)
+    return Articulation(onsets=detect_onsets(mono), sounding=sounding_frames(mono),
+                        harmonic_share=harmonic_share(mono), duration=mono.shape[0] / ANALYSIS_RATE)
+
+
+def note_onsets(notes: Sequence[Sequence[float]] | None, duration: float) -> np.ndarray | None:
+    """Ground-truth onset times from ``[pitch, start, end, ...]`` notes that start inside the
+    signal (repeated starts merged), or None where there are no notes."""
+    if not notes:
+        return None
+    starts = np.unique(np.round([float(n[1]) for n in notes if 0.0 <= float(n[1]) < duration], 3))
+    return starts if starts.size else None
+
+
+def articulation_scores(line: Articulation, reference: Articulation,
+                        reference_onsets: np.ndarray | None = None,
+                        line_midi: np.ndarray | None = None,
+                        reference_midi: np.ndarray | None = None) -> dict[str, float]:
+    """Every articulation metric of ``line`` against ``reference`` (see the module's docstring).
+    ``reference_onsets``: ground-truth onsets to use instead of those detected in the reference;
+    ``*_midi``: per-frame pitch (NaN unvoiced) for the register, left out where not given."""
+    import mir_eval
+    ref_onsets = reference.onsets if reference_onsets is None else np.asarray(reference_onsets, float)
+    out: dict[str, float] = {"harmonic_share": line.harmonic_share, "onsets": float(len(line.onsets))}
+    if len(ref_onsets):
+        if len(line.onsets):
+            out["onset_f1"] = float(mir_eval.onset.f_measure(np.sort(ref_onsets), np.sort(line.onsets),
+                                                             window=ONSET_WINDOW_S)[0])
+        else:
+            out["onset_f1"] = 0.0
+        # Rates over the reference's length: the line is the same song, cut or padded to it.
+        out["note_rate"] = float(len(line.onsets) / len(ref_onsets))
+    n = min(len(line.sounding), len(reference.sounding))
+    union = np.sum(line.sounding[:n] | reference.sounding[:n])
+    if union:
+        out["sounding_iou"] = float(np.sum(line.sounding[:n] & reference.sounding[:n]) / union)
+        out["sounding_share"] = float(line.sounding[:n].mean())
+    if line_midi is not None and reference_midi is not None:
+        a, b = line_midi[np.isfinite(line_midi)], reference_midi[np.isfinite(reference_midi)]
+        if a.size and b.size:
+            out["register_st"] = float(np.median(a) - np.median(b))
+    return out
+
+
+def floor_to_ceiling(value: float, floor: float, ceiling: float) -> float:
+    """Where ``value`` lies from ``floor`` (0) to ``ceiling`` (1); NaN where they do not differ."""
+    return (value - floor) / (ceiling - floor) if abs(ceiling - floor) > 1e-9 else float("nan")
+
+
+def truth_onsets(truth: dict[str, Any], duration: float) -> np.ndarray | None:
+    """The target bass's ground-truth note onsets from a segment's JSON, where it carries them."""
+    notes = ((truth.get("parts") or {}).get("bass") or {}).get("notes")
+    return note_onsets(notes, duration)

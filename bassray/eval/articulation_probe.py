@@ -1,0 +1,127 @@
+"""Where does a generated bass line's articulation go wrong: in the network's latents, or in what
+the decoder makes of them? (plain PyTorch + numpy; no Ray).
+
+For held-out songs it decodes and scores (bassray/eval/evaluate.py's ``TrueBass``) latents that
+swap parts between the true bass's latent and the generated one:
+
+- ``reconstruction``: the true latent (the autoencoder's ceiling);
+- ``true + noise s``: the true latent plus Gaussian noise of std ``s`` (normalised units): how the
+  decoder copes with latents slightly off its training distribution;
+- ``generated``: the diffusion model's sample (no harmony snap);
+- ``generated, true pitch code`` / ``true, generated pitch code``: one part swapped in from the
+  other, so that a fault follows the part that carries it;
+- ``generated, time-smoothed learnt channels``: the learnt channels low-passed over latent frames.
+
+It also prints each latent's roughness: the mean squared frame-to-frame change of the learnt
+channels over their variance (0 for a constant, 2 for white noise).
+
+    python -m bassray.eval.articulation_probe DIFFUSION_BUNDLE SHARDS [--songs 12] [--split test,val]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("chord_tone_coverage", "onset_f1", "note_rate", "sounding_iou", "harmonic_share", "onsets")
+
+
+def roughness(latent: torch.Tensor) -> float:
+    """Mean squared frame-to-frame change over the channel variance of ``[B, D, L]``."""
+    diff = latent[..., 1:] - latent[..., :-1]
+    return float(diff.square().mean() / latent.var(dim=-1).mean().clamp_min(1e-9))
+
+
+def _smooth(latent: torch.Tensor, frames: int = 3) -> torch.Tensor:
+    return torch.nn.functional.avg_pool1d(latent, frames, stride=1, padding=frames // 2, count_include_pad=False)
+
+
+def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "val"), songs: int = 12,
+          steps: int | None = None, cfg_weight: float | None = None, seed: int = 0) -> dict[str, Any]:
+    from bassray.eval.evaluate import TrueBass, held_out_songs
+    from bassray.eval.musical_fit import mean_metrics
+    from bassray.inference import BassGenerator, encode_chunked
+    generator = BassGenerator.from_bundle(bundle_dir)
+    config = generator.config
+    rows = held_out_songs(data_dir, splits, config.data.target_stem, songs)
+    pitch = 3 * getattr(generator.target_ae, "pitch_parts", 0)
+    learnt = slice(0, config.bass_autoencoder.latent_dim - pitch)
+    code = slice(config.bass_autoencoder.latent_dim - pitch, None)
+
+    def swap(base: torch.Tensor, donor: torch.Tensor, part: slice) -> torch.Tensor:
+        out = base.clone()
+        out[:, part] = donor[:, part]
+        return out
+
+    rng = torch.Generator().manual_seed(seed)
+    variants: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+        "reconstruction": lambda true, gen: true,
+        **{f"true + noise {s}": (lambda true, gen, s=s: true + s * torch.randn(true.shape, generator=rng))
+           for s in (0.1, 0.25, 0.5)},
+        "generated": lambda true, gen: gen,
+        "generated, true pitch code": lambda true, gen: swap(gen, true, code),
+        "true, generated pitch code": lambda true, gen: swap(true, gen, code),
+        "generated, time-smoothed learnt channels": lambda true, gen: swap(gen, _smooth(gen), learnt),
+    }
+    scores: dict[str, list[dict[str, float]]] = {name: [] for name in ["true bass", *variants]}
+    rough: dict[str, list[float]] = {"true": [], "generated": []}
+    steps = steps or config.sampler.steps_for()
+    weight = config.sampler.cfg_weight if cfg_weight is None else cfg_weight
+    for i, row in enumerate(rows):
+        rate, target = int(row["sample_rate"]), row["target"]
+        true_bass = TrueBass(target, rate, json.loads(row["truth"]))
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(target))[None]
+            true = (encode_chunked(generator.target_ae, x) - generator._tgt_mean) / generator._tgt_std
+            cond = generator.encode_mix(row["mix"])[None]
+            gen = generator.sample_latents(cond, steps=steps, cfg_weight=[weight], rescale_phi=[0.0],
+                                           seeds=[seed + i])
+        n = min(true.shape[-1], gen.shape[-1])
+        true, gen = true[..., :n], gen[..., :n]
+        rough["true"].append(roughness(true[:, learnt]))
+        rough["generated"].append(roughness(gen[:, learnt]))
+        scores["true bass"].append(true_bass.score(target))
+        for name, make in variants.items():
+            audio = generator.decode_target(make(true, gen), length=target.shape[-1])[0]
+            scores[name].append(true_bass.score(generator.match_level(audio, row["mix"])))
+        log.info("probe: song %d/%d", i + 1, len(rows))
+    return {"songs": len(rows), "steps": steps, "cfg_weight": weight,
+            "roughness": {k: float(np.mean(v)) for k, v in rough.items()},
+            "variants": {name: mean_metrics(s) for name, s in scores.items()}}
+
+
+def probe_table(result: dict[str, Any]) -> str:
+    lines = [f"{result['songs']} songs, {result['steps']} steps, w = {result['cfg_weight']}; learnt-channel "
+             f"roughness true {result['roughness']['true']:.3f}, generated {result['roughness']['generated']:.3f}",
+             "| decoded latent | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for name, values in result["variants"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{values.get(c, float('nan')):.2f}" for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle")
+    parser.add_argument("shards")
+    parser.add_argument("--songs", type=int, default=12)
+    parser.add_argument("--split", default="test,val")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--cfg-weight", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(1)
+    result = probe(args.bundle, args.shards, tuple(args.split.split(",")), args.songs, args.steps,
+                   args.cfg_weight, args.seed)
+    print(probe_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""Articulation metrics on bass lines with known answers (bassray/eval/articulation.py)."""
+import numpy as np
+import pytest
+
+from bassray.eval.articulation import articulation_features, articulation_scores, note_onsets
+from bassray.eval.musical_fit import bass_fit, track_pitch
+
+RATE = 16000
+SECONDS = 12.0
+ROOTS = (40, 43, 45, 38)  # E2 G2 A2 D2: one chord per 2 s bar, the bass on its root
+
+
+def pluck(pitch: float, seconds: float, release: float = 0.06) -> np.ndarray:
+    """A plucked bass note: five decaying harmonics, a 5 ms attack and a smooth 60 ms release (an
+    abrupt one clicks, and a click is an onset)."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    tone = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6))
+    envelope = np.minimum(t / 0.005, 1.0) * np.exp(-t / 0.6)
+    envelope *= 0.5 - 0.5 * np.cos(np.pi * np.clip((seconds - t) / release, 0.0, 1.0))
+    return 0.2 * tone * envelope
+
+
+def render(notes) -> np.ndarray:
+    """[2, T] stereo bass from ``(pitch, start, end)`` notes."""
+    out = np.zeros(int(SECONDS * RATE))
+    for pitch, start, end in notes:
+        i = int(start * RATE)
+        note = pluck(pitch, end - start)[: out.size - i]
+        out[i: i + note.size] += note
+    return np.stack([out, out]).astype(np.float32)
+
+
+def bass_line(gate: float = 0.9, per_bar: int = 4):
+    """``per_bar`` notes per 2 s bar on the chord's root and fifth, each held ``gate`` of its slot,
+    from 0.25 s (an onset detector cannot see one at the very first frame)."""
+    slot = 2.0 / per_bar
+    notes = []
+    for k in range(int((SECONDS - 0.25) / slot)):
+        start = 0.25 + k * slot
+        pitch = ROOTS[int(start // 2.0) % len(ROOTS)] + (7 if k % 2 else 0)
+        notes.append((pitch, start, start + gate * slot))
+    return notes
+
+
+def chords():
+    return [{"root": ROOTS[b % len(ROOTS)] % 12, "intervals": [0, 4, 7] if b % 2 else [0, 3, 7],
+             "start": 2.0 * b, "end": 2.0 * (b + 1)} for b in range(int(SECONDS / 2))]
+
+
+def scores(line_notes_or_audio, reference_notes, use_truth=True):
+    line = (render(line_notes_or_audio) if isinstance(line_notes_or_audio, list) else line_notes_or_audio)
+    ref = render(reference_notes)
+    onsets = note_onsets([[p, s, e] for p, s, e in reference_notes], SECONDS) if use_truth else None
+    return articulation_scores(articulation_features(line, RATE), articulation_features(ref, RATE), onsets)
+
+
+def test_the_true_bass_scores_one_against_itself():
+    notes = bass_line()
+    audio = render(notes)
+    features = articulation_features(audio, RATE)
+    track = track_pitch(audio, RATE)
+    got = articulation_scores(features, features, line_midi=track.midi, reference_midi=track.midi)
+    assert got["onset_f1"] == 1.0 and got["note_rate"] == 1.0 and got["sounding_iou"] == 1.0
+    assert got["register_st"] == 0.0
+
+
+def test_the_detector_finds_the_ground_truth_notes_of_a_clean_line():
+    got = scores(bass_line(), bass_line())
+    assert got["onset_f1"] > 0.9
+    assert 0.9 <= got["note_rate"] <= 1.1
+
+
+def test_a_line_shifted_by_150_ms_scores_a_low_onset_f1():
+    notes = bass_line()
+    shifted = [(p, s + 0.15, min(e + 0.15, SECONDS)) for p, s, e in notes]
+    assert scores(shifted, notes)["onset_f1"] < 0.2
+
+
+def test_each_note_attacked_four_times_scores_a_note_rate_near_four():
+    notes = bass_line(per_bar=2)
+    again = [(p, s + i * (e - s) / 4, s + (i + 1) * (e - s) / 4) for p, s, e in notes for i in range(4)]
+    got = scores(again, notes)
+    assert 3.2 <= got["note_rate"] <= 4.8
+    assert got["onset_f1"] < 0.5  # three of four onsets find no reference note
+
+
+def test_noise_at_a_bass_level_scores_a_low_harmonic_share():
+    audio = render(bass_line())
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(audio.shape).astype(np.float32)
+    noise *= np.sqrt(np.mean(audio ** 2) / np.mean(noise ** 2))
+    clean = articulation_features(audio, RATE).harmonic_share
+    noisy = articulation_features(noise, RATE).harmonic_share
+    assert clean > 0.85
+    assert noisy < 0.6
+
+
+def test_a_line_sounding_through_the_rests_scores_a_low_frame_agreement():
+    staccato = bass_line(gate=0.25, per_bar=2)          # a quarter of each slot sounds
+    legato = bass_line(gate=1.0, per_bar=2)             # the same notes held through the rests
+    assert scores(staccato, staccato)["sounding_iou"] == 1.0
+    assert scores(legato, staccato)["sounding_iou"] < 0.5
+
+
+def test_a_one_note_line_on_a_chord_tone_does_not_score_high_on_the_headline():
+    notes = bass_line()
+    truth = {"chords": chords(), "parts": {"bass": {"notes": [[p, s, e, 100] for p, s, e in notes]}}}
+    one_note = render([notes[0]])
+    fit = bass_fit(one_note, RATE, truth)
+    assert fit["chord_tone"] > 0.9                        # every voiced frame is on a chord tone...
+    assert fit["chord_voiced_share"] < 0.15               # ...but few frames are voiced
+    assert fit["chord_tone_coverage"] < 0.15
+    true_fit = bass_fit(render(notes), RATE, truth)
+    assert true_fit["chord_tone_coverage"] > 0.7
+
+
+def test_silence_scores_no_onsets_and_nan_harmonic_share():
+    silence = np.zeros((2, int(SECONDS * RATE)), np.float32)
+    features = articulation_features(silence, RATE)
+    assert features.onsets.size == 0 and not features.sounding.any()
+    got = articulation_scores(features, articulation_features(render(bass_line()), RATE))
+    assert got["onset_f1"] == 0.0 and got["note_rate"] == 0.0 and got["sounding_iou"] == 0.0
+    assert np.isnan(got["harmonic_share"])
+
+
+@pytest.mark.parametrize("notes", [None, [], [[40, 20.0, 21.0, 90]]])
+def test_no_ground_truth_onsets_inside_the_signal_gives_none(notes):
+    assert note_onsets(notes, SECONDS) is None
