@@ -161,6 +161,10 @@ class SamplerConfig:
     # fifths to a class the mix's chroma plays; the width (in fifths) sets how much the chroma counts.
     # 0 = off (the paper's method).
     harmony_snap: float = 0.0
+    # Median filter of a generated bass line's pitch track over this many quarter frames before
+    # decoding (odd; 1 = off): isolated flips of class or octave are attacks and noise a listener
+    # hears (bassray.models.harmonic_phase.median_pitch_code).
+    pitch_median: int = 1
 
     def __post_init__(self):
         from bassray.diffusion.sampler import SAMPLERS
@@ -168,6 +172,8 @@ class SamplerConfig:
             raise ValueError(f"sampler.method must be one of {', '.join(SAMPLERS)}, not {self.method!r}")
         if not 0.0 <= self.harmony_snap <= 4.0:
             raise ValueError(f"sampler.harmony_snap must be in [0, 4] (fifths), got {self.harmony_snap}")
+        if self.pitch_median < 1 or self.pitch_median % 2 == 0:
+            raise ValueError(f"sampler.pitch_median must be an odd number of quarter frames >= 1, got {self.pitch_median}")
         if self.steps < 1 or self.dpmpp_steps < 1:
             raise ValueError(f"sampler.steps and sampler.dpmpp_steps must be >= 1, got {self.steps}, {self.dpmpp_steps}")
 

@@ -210,6 +210,21 @@ class BassGenerator:
         z[:, -3 * parts:] = code.reshape(B, 3, L, parts).transpose(2, 3).reshape(B, 3 * parts, L)
         return (z - self._tgt_mean) / self._tgt_std
 
+    @torch.no_grad()
+    def smooth_pitch(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised bass latents ``[B, Dy, L]`` with the pitch track median-filtered over the
+        config's ``sampler.pitch_median`` quarter frames (as is where off or without a pitch code)."""
+        from bassray.models.harmonic_phase import median_pitch_code
+        parts, width = getattr(self.target_ae, "pitch_parts", 0), self.config.sampler.pitch_median
+        if not parts or width <= 1:
+            return latents
+        z = latents.float() * self._tgt_std + self._tgt_mean
+        B, L = z.shape[0], z.shape[-1]
+        code = z[:, -3 * parts:].reshape(B, 3, parts, L).transpose(2, 3).reshape(B, 3, L * parts)
+        z = z.clone()
+        z[:, -3 * parts:] = median_pitch_code(code, width).reshape(B, 3, L, parts).transpose(2, 3).reshape(B, 3 * parts, L)
+        return (z - self._tgt_mean) / self._tgt_std
+
     # -- the whole path ------------------------------------------------------------------------
     def generate(self, mixes: Sequence[np.ndarray], settings: Sequence[GenerationSettings],
                  progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
@@ -244,8 +259,11 @@ class BassGenerator:
                 seeds=[settings[i].seed for i in idx], style_means=[styles[i] for i in idx],
                 progress=progress, sampler=sampler)
             default_width = self.config.sampler.harmony_snap
+            # The median follows the snap: a snapped class that stands alone is a flip too.
+            raw = self.smooth_pitch(raw)
             latents = self.snap_to_harmony(raw, torch.stack([conds[i] for i in idx]), [
                 default_width if settings[i].harmony is None else settings[i].harmony for i in idx])
+            latents = latents if latents is raw else self.smooth_pitch(latents)
 
             def place(into: list, audio: np.ndarray) -> None:
                 for j, i in enumerate(idx):

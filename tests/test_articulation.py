@@ -127,3 +127,20 @@ def test_silence_scores_no_onsets_and_nan_harmonic_share():
 @pytest.mark.parametrize("notes", [None, [], [[40, 20.0, 21.0, 90]]])
 def test_no_ground_truth_onsets_inside_the_signal_gives_none(notes):
     assert note_onsets(notes, SECONDS) is None
+
+
+def test_the_pitch_median_removes_isolated_flips_and_keeps_held_notes():
+    import torch
+
+    from bassray.models.harmonic_phase import median_pitch_code, pitch_code, pitch_from_code
+    notes = torch.tensor([[10.0] * 8 + [17.0] * 8 + [12.0] * 8])           # three held notes, 8 parts each
+    flipped = notes.clone()
+    flipped[0, 3], flipped[0, 12] = 22.0, 5.0                                # a flip of octave, one of class
+    code = pitch_code(flipped, torch.ones_like(flipped, dtype=torch.bool))
+    smoothed = pitch_from_code(median_pitch_code(code, 5))
+    assert torch.allclose(smoothed, notes, atol=1e-4)
+    held = pitch_code(notes, torch.ones_like(notes, dtype=torch.bool))
+    assert torch.allclose(pitch_from_code(median_pitch_code(held, 5)), notes, atol=1e-4)
+    assert median_pitch_code(code, 1) is code
+    with pytest.raises(ValueError, match="odd"):
+        median_pitch_code(code, 4)

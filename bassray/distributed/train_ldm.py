@@ -71,7 +71,7 @@ def pitch_channel_weight(config: Config) -> torch.Tensor:
 
 # What the diffusion runs log of each bass line on the validation songs (val/<metric>_<kind>).
 VALIDATION_METRICS = ("chord_tone_coverage", "chord_tone", "chord_voiced_share", "onset_f1", "note_rate",
-                      "sounding_iou", "harmonic_share", "register_st")
+                      "sounding_iou", "harmonic_share", "register_error_st")
 
 
 def _validation_metrics(basses: list, songs: list[dict[str, Any]], kind: str) -> dict[str, float]:

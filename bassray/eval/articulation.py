@@ -14,7 +14,7 @@ data carry them):
 - ``harmonic_share``: the harmonic part's share of the energy below ``HARMONIC_MAX_HZ`` after
   librosa's harmonic/percussive separation: clicks, hiss and smeared noise are percussive;
 - ``register_st``: the median pitch of the line's voiced frames minus the reference's, in
-  semitones (pYIN tracks from bassray/eval/musical_fit.py).
+  semitones, and ``register_error_st`` its size (pYIN tracks from bassray/eval/musical_fit.py).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ HARMONIC_MAX_HZ = 2000.0
 HPSS_FFT, HPSS_HOP = 2048, 256  # 7.8 Hz bins: a 41 Hz bass's partials are 5 bins apart
 
 # Every key :func:`articulation_scores` returns, in the order the reports show them.
-ARTICULATION_COLUMNS = ("onset_f1", "note_rate", "sounding_iou", "harmonic_share", "register_st")
+ARTICULATION_COLUMNS = ("onset_f1", "note_rate", "sounding_iou", "harmonic_share", "register_error_st")
 
 
 @dataclass
@@ -121,6 +121,7 @@ def articulation_scores(line: Articulation, reference: Articulation,
         a, b = line_midi[np.isfinite(line_midi)], reference_midi[np.isfinite(reference_midi)]
         if a.size and b.size:
             out["register_st"] = float(np.median(a) - np.median(b))
+            out["register_error_st"] = abs(out["register_st"])  # means of signed offsets cancel
     return out
 
 

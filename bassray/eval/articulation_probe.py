@@ -38,6 +38,17 @@ def roughness(latent: torch.Tensor) -> float:
     return float(diff.square().mean() / latent.var(dim=-1).mean().clamp_min(1e-9))
 
 
+def median_pitch(latent: torch.Tensor, parts: int, width: int) -> torch.Tensor:
+    """``latent [B, D, L]`` (raw, not normalised) with its pitch track median-filtered over ``width``
+    quarter frames (:func:`bassray.models.harmonic_phase.median_pitch_code`)."""
+    from bassray.models.harmonic_phase import median_pitch_code
+    B, L = latent.shape[0], latent.shape[-1]
+    code = latent[:, -3 * parts:].reshape(B, 3, parts, L).transpose(2, 3).reshape(B, 3, L * parts)
+    out = latent.clone()
+    out[:, -3 * parts:] = median_pitch_code(code, width).reshape(B, 3, L, parts).transpose(2, 3).reshape(B, 3 * parts, L)
+    return out
+
+
 def _smooth(latent: torch.Tensor, frames: int = 3) -> torch.Tensor:
     return torch.nn.functional.avg_pool1d(latent, frames, stride=1, padding=frames // 2, count_include_pad=False)
 
@@ -69,6 +80,13 @@ def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "va
         "true, generated pitch code": lambda true, gen: swap(true, gen, code),
         "generated, time-smoothed learnt channels": lambda true, gen: swap(gen, _smooth(gen), learnt),
     }
+    if pitch:
+        parts = pitch // 3
+        raw = lambda z: z * generator._tgt_std + generator._tgt_mean  # noqa: E731
+        norm = lambda z: (z - generator._tgt_mean) / generator._tgt_std  # noqa: E731
+        variants["generated, pitch median of 3 parts"] = lambda true, gen: norm(median_pitch(raw(gen), parts, 3))
+        variants["generated, pitch median of 5 parts"] = lambda true, gen: norm(median_pitch(raw(gen), parts, 5))
+        variants["reconstruction, pitch median of 3 parts"] = lambda true, gen: norm(median_pitch(raw(true), parts, 3))
     scores: dict[str, list[dict[str, float]]] = {name: [] for name in ["true bass", *variants]}
     rough: dict[str, list[float]] = {"true": [], "generated": []}
     steps = steps or config.sampler.steps_for()

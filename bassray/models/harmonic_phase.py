@@ -161,6 +161,28 @@ def pitch_from_code(code: torch.Tensor) -> torch.Tensor:
     return (midi - _MIDI_OFFSET).clamp(0.0, float(PITCH_SEMITONES))
 
 
+def median_pitch_code(code: torch.Tensor, width: int) -> torch.Tensor:
+    """``code [B, 3, P]`` (:func:`pitch_code` of P quarter frames) with its pitch track median-filtered
+    over ``width`` (odd) neighbours: a note shorter than ``width // 2 + 1`` parts, an isolated flip
+    of pitch class or octave, takes its neighbours' pitch. The code's radius is kept.
+
+    Why: a generated code jitters between neighbouring classes and octaves from one quarter frame
+    to the next, and each change is a new pitch the decoder plays: an attack and a smear of
+    partials. On the quickstart's generated latents, 5 parts (320 ms at 16 kHz) raised the harmonic
+    share from 0.77 to 0.88 and chord-tone coverage from 0.40 to 0.56; the true latents hold a note's
+    pitch across its parts and lose nothing (docs/articulation.md)."""
+    if width <= 1:
+        return code
+    if width % 2 == 0:
+        raise ValueError(f"the pitch median's width must be odd, got {width}")
+    semitones = pitch_from_code(code)                                                       # [B, P]
+    padded = F.pad(semitones[:, None], (width // 2, width // 2), mode="replicate")[:, 0]
+    median = padded.unfold(-1, width, 1).median(-1).values
+    angle = 2 * math.pi * torch.remainder(7.0 * torch.round(median + _MIDI_OFFSET), 12.0) / 12.0
+    radius = torch.sqrt(code[:, 0] ** 2 + code[:, 1] ** 2)
+    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle), median / PITCH_SEMITONES], dim=1)
+
+
 def hz_to_semitones(f0_hz: torch.Tensor) -> torch.Tensor:
     """f0 in Hz -> semitones above ``PITCH_MIN_HZ``, clamped to the bass register."""
     return (12.0 * torch.log2(f0_hz.clamp_min(1e-3) / PITCH_MIN_HZ)).clamp(0.0, float(PITCH_SEMITONES))
