@@ -200,29 +200,23 @@ class BassGenerator:
         if not self.can_snap_to_harmony or not any(w > 0 for w in widths):
             return latents
         parts, n = self.target_ae.pitch_parts, self.mix_ae.chroma_channels
+        from bassray.models.harmonic_phase import code_of_latent, latent_with_code
         z = latents.float() * self._tgt_std + self._tgt_mean
-        B, L = z.shape[0], z.shape[-1]
         chroma = cond[:, -n:].float() * self._mix_std[-n:] + self._mix_mean[-n:]          # [B, 12, L]
-        code = z[:, -3 * parts:].reshape(B, 3, parts, L).transpose(2, 3).reshape(B, 3, L * parts)
-        code = snap_to_harmony(code, chroma.repeat_interleave(parts, dim=-1),
+        code = snap_to_harmony(code_of_latent(z, parts), chroma.repeat_interleave(parts, dim=-1),
                                torch.tensor(list(widths), dtype=torch.float32, device=z.device))
-        z = z.clone()
-        z[:, -3 * parts:] = code.reshape(B, 3, L, parts).transpose(2, 3).reshape(B, 3 * parts, L)
-        return (z - self._tgt_mean) / self._tgt_std
+        return (latent_with_code(z, code, parts) - self._tgt_mean) / self._tgt_std
 
     @torch.no_grad()
     def smooth_pitch(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised bass latents ``[B, Dy, L]`` with the pitch track median-filtered over the
         config's ``sampler.pitch_median`` quarter frames (as is where off or without a pitch code)."""
-        from bassray.models.harmonic_phase import median_pitch_code
+        from bassray.models.harmonic_phase import code_of_latent, latent_with_code, median_pitch_code
         parts, width = getattr(self.target_ae, "pitch_parts", 0), self.config.sampler.pitch_median
         if not parts or width <= 1:
             return latents
         z = latents.float() * self._tgt_std + self._tgt_mean
-        B, L = z.shape[0], z.shape[-1]
-        code = z[:, -3 * parts:].reshape(B, 3, parts, L).transpose(2, 3).reshape(B, 3, L * parts)
-        z = z.clone()
-        z[:, -3 * parts:] = median_pitch_code(code, width).reshape(B, 3, L, parts).transpose(2, 3).reshape(B, 3 * parts, L)
+        z = latent_with_code(z, median_pitch_code(code_of_latent(z, parts), width), parts)
         return (z - self._tgt_mean) / self._tgt_std
 
     # -- the whole path ------------------------------------------------------------------------

@@ -41,12 +41,8 @@ def roughness(latent: torch.Tensor) -> float:
 def median_pitch(latent: torch.Tensor, parts: int, width: int) -> torch.Tensor:
     """``latent [B, D, L]`` (raw, not normalised) with its pitch track median-filtered over ``width``
     quarter frames (:func:`bassray.models.harmonic_phase.median_pitch_code`)."""
-    from bassray.models.harmonic_phase import median_pitch_code
-    B, L = latent.shape[0], latent.shape[-1]
-    code = latent[:, -3 * parts:].reshape(B, 3, parts, L).transpose(2, 3).reshape(B, 3, L * parts)
-    out = latent.clone()
-    out[:, -3 * parts:] = median_pitch_code(code, width).reshape(B, 3, L, parts).transpose(2, 3).reshape(B, 3 * parts, L)
-    return out
+    from bassray.models.harmonic_phase import code_of_latent, latent_with_code, median_pitch_code
+    return latent_with_code(latent, median_pitch_code(code_of_latent(latent, parts), width), parts)
 
 
 def _smooth(latent: torch.Tensor, frames: int = 3) -> torch.Tensor:

@@ -161,6 +161,21 @@ def pitch_from_code(code: torch.Tensor) -> torch.Tensor:
     return (midi - _MIDI_OFFSET).clamp(0.0, float(PITCH_SEMITONES))
 
 
+def code_of_latent(z: torch.Tensor, parts: int) -> torch.Tensor:
+    """The pitch code ``[B, 3, L * parts]`` that a bass latent ``[B, D, L]`` carries in its last
+    ``3 * parts`` channels (S cos, S sin, S height; the autoencoder's layout)."""
+    B, L = z.shape[0], z.shape[-1]
+    return z[:, -3 * parts:].reshape(B, 3, parts, L).transpose(2, 3).reshape(B, 3, L * parts)
+
+
+def latent_with_code(z: torch.Tensor, code: torch.Tensor, parts: int) -> torch.Tensor:
+    """A copy of the latent ``z [B, D, L]`` carrying ``code [B, 3, L * parts]`` instead of its own."""
+    B, L = z.shape[0], z.shape[-1]
+    out = z.clone()
+    out[:, -3 * parts:] = code.reshape(B, 3, L, parts).transpose(2, 3).reshape(B, 3 * parts, L)
+    return out
+
+
 def median_pitch_code(code: torch.Tensor, width: int) -> torch.Tensor:
     """``code [B, 3, P]`` (:func:`pitch_code` of P quarter frames) with its pitch track median-filtered
     over ``width`` (odd) neighbours: a note shorter than ``width // 2 + 1`` parts, an isolated flip
