@@ -114,9 +114,6 @@ class UNetConfig:
     dpb_hidden: int = 64
     kernel_size: int = 3
     dropout: float = 0.0
-    # How the decoder half up-samples: "transposed" (a strided transposed conv, kernel 4) or
-    # "nearest" (repeat each frame, then a convolution).
-    upsample: str = "transposed"
 
 
 @dataclass

@@ -153,18 +153,3 @@ def test_ema_math_and_state_round_trip():
     restored.load_state_dict(ema.state_dict())
     restored.copy_to(other)
     assert torch.allclose(other.weight, torch.full((1, 2), 0.5))
-
-
-def test_nearest_upsampling_keeps_the_shape_and_an_unknown_one_is_refused():
-    import dataclasses
-
-    import pytest
-    import torch
-
-    from bassray.config import load_config
-    from bassray.models.unet1d import UNet1d
-    cfg = load_config("tiny").unet
-    model = UNet1d(dataclasses.replace(cfg, upsample="nearest"), 32, 64)
-    assert model(torch.randn(2, 32, 24), torch.rand(2), torch.randn(2, 64, 24)).shape == (2, 32, 24)
-    with pytest.raises(ValueError, match="upsample"):
-        UNet1d(dataclasses.replace(cfg, upsample="bilinear"), 32, 64)

@@ -101,8 +101,6 @@ class UNet1d(nn.Module):
                 return DPBAttention(ch, cfg.num_heads, cfg.dpb_hidden)
             return nn.Identity()
 
-        if cfg.upsample not in ("transposed", "nearest"):
-            raise ValueError(f"unet.upsample must be 'transposed' or 'nearest', got {cfg.upsample!r}")
         self.down_blocks, self.down_attn, self.downsample = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         skip_chans, ch = [chans[0]], chans[0]
         for level, out_ch in enumerate(chans):
@@ -125,11 +123,7 @@ class UNet1d(nn.Module):
                 self.up_attn.append(attention(level, out_ch))
                 ch = out_ch
             if level > 0:
-                # "nearest": repeat each frame, then a convolution; a strided transposed conv
-                # (kernel 4, stride 2) can leave an alternating, frame-to-frame pattern.
-                self.upsample.append(nn.ConvTranspose1d(ch, ch, 4, stride=2, padding=1) if cfg.upsample == "transposed"
-                                     else nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                                        nn.Conv1d(ch, ch, k, padding=k // 2)))
+                self.upsample.append(nn.ConvTranspose1d(ch, ch, 4, stride=2, padding=1))
         self.out_norm = nn.GroupNorm(_groups(ch), ch)
         self.output = nn.Conv1d(ch, target_dim, k, padding=k // 2)
         nn.init.zeros_(self.output.weight)  # start as "predict v = 0": a stable first step
