@@ -35,7 +35,7 @@ class DataConfig:
     crops_per_segment: int = 8
     # A crop whose target stem is quieter than this (RMS, dBFS) counts as silent and is dropped.
     silence_db: float = -45.0
-    # How many random stem-subset mixes per track the latent encoder writes (K in DESIGN.md).
+    # How many random stem-subset mixes per track the latent encoder writes (K in docs/design.md).
     latent_mixes_per_track: int = 4
     synth_song_seconds: float = 30.0
     # Length tolerance between stems of one track at ingest, in seconds.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-# Tests run their own local Ray; production configs keep token auth on (NOTES-stack).
+# Tests run their own local Ray; production configs keep token auth on.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,4 +1,4 @@
-"""Procedural composer of multitrack songs: the synthetic dataset and its ground truth (DESIGN.md §3).
+"""Procedural composer of multitrack songs: the synthetic dataset and its ground truth (docs/design.md §3).
 
 ``compose_song(seed, seconds)`` picks a key, mode, tempo, chord progression, drum groove, comping
 instrument and pattern, an optional lead melody and one of several bass patterns and bass GM

@@ -1,4 +1,4 @@
-"""Per-segment transforms of the audio pipeline (DESIGN.md §3 "Training mixes"), plain numpy.
+"""Per-segment transforms of the audio pipeline (docs/design.md §3 "Training mixes"), plain numpy.
 
 A shard row (the dict WebDataset gives: ``json``, ``<stem>.flac`` bytes, ``__key__``) is decoded once
 and cut into several crops, so decoding a whole segment is never wasted on one 1.5 s crop:

@@ -1,4 +1,4 @@
-"""Latent shards (DESIGN.md §3): per track, up to K mix latents ``[K, Dx, L]`` (each the encoding of
+"""Latent shards (docs/design.md §3): per track, up to K mix latents ``[K, Dx, L]`` (each the encoding of
 a random non-empty subset of the non-target stems) and the target-stem latent ``[Dy, L]``, fp16,
 as WebDataset members ``<key>.mix_latents.npy``, ``<key>.target_latent.npy``, ``<key>.json``.
 Beside them ``latent_stats.json`` holds per-channel mean and std over the training split, and the

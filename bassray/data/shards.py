@@ -1,5 +1,5 @@
 """Audio shards: WebDataset tars ``<split>-NNNNNN.tar`` holding, per track segment,
-``<key>.json`` and one ``<key>.<stem>.flac`` per stem (DESIGN.md §3).
+``<key>.json`` and one ``<key>.<stem>.flac`` per stem (docs/design.md §3).
 
 Shards are written to ``*.tar.partial`` and renamed when complete, so an interrupted run never
 leaves a shard that looks whole; a re-run clears the output folder and rewrites it.

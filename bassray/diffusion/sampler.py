@@ -1,5 +1,5 @@
 """DDIM sampling with classifier-free guidance, CFG rescale and style grounding — pure functions
-around any ``model(z_t, t, cond) -> v``; guidance never lives inside the network (DESIGN.md §2.3).
+around any ``model(z_t, t, cond) -> v``; guidance never lives inside the network (docs/design.md §2.3).
 
 Every per-request setting (guidance weight w, rescale phi, style, seed) is per sample, so a batch
 of mixed requests gives what each request would give alone.

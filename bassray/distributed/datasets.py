@@ -1,4 +1,4 @@
-"""Ray Data pipelines over audio shards (DESIGN.md §1, §3): shards -> decoded segments -> several
+"""Ray Data pipelines over audio shards (docs/design.md §1, §3): shards -> decoded segments -> several
 random crops per segment -> training workers.
 
     read_webdataset(shuffle=files, seeded per epoch) -> flat_map(SegmentCropper)

@@ -165,7 +165,7 @@ def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
         wav = window.next_batch(batches)["audio"].to(dtype)  # [B, C, T]
         adversarial = step >= train_cfg.adversarial_start_step
 
-        # Generator step: critics frozen and called through .module (NOTES-stack: two-engine pattern).
+        # Generator step: critics frozen and called through .module (two DeepSpeed engines: the critics must not update here).
         critics.requires_grad_(False)
         loss, metrics, fake = generator_loss(ae_engine, critic_engine.module, wav, train_cfg,
                                              adversarial=adversarial)

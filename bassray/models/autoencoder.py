@@ -1,4 +1,4 @@
-"""Musika-style spectrogram autoencoder, trained end to end (DESIGN.md §2.1, paper §3.1).
+"""Musika-style spectrogram autoencoder, trained end to end (docs/design.md §2.1, paper §3.1).
 
 wav [B, C, T] -> log|STFT|^2 (hop 256, n_fft 1024, Hann) [B, C*F, 16L] -> residual conv stack over
 time, 16x down-sampling -> latent z [B, D, L] (unbounded) -> mirrored decoder -> per-bin log-magnitude

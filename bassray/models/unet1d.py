@@ -1,4 +1,4 @@
-"""Conditional 1-D U-Net for latent diffusion (DESIGN.md §2.2, paper §3.2).
+"""Conditional 1-D U-Net for latent diffusion (docs/design.md §2.2, paper §3.2).
 
 Input: the noisy target latent z_t [B, Dy, L] concatenated with the mix latent c_x [B, Dx, L];
 output: v [B, Dy, L]. Residual conv blocks, down/up-sampling by 2 per level, self-attention with

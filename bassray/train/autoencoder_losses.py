@@ -1,4 +1,4 @@
-"""Stage-1 objectives (DESIGN.md §2.1, paper eqs. 1-4): reconstruction, multi-scale spectral
+"""Stage-1 objectives (docs/design.md §2.1, paper eqs. 1-4): reconstruction, multi-scale spectral
 distance, hinge critics and the generator's adversarial term. Plain PyTorch; ``autoencoder`` and
 ``critics_forward`` may be DeepSpeed engines or their ``.module`` (anything callable)."""
 from __future__ import annotations
