@@ -75,15 +75,16 @@ VALIDATION_METRICS = ("chord_tone_coverage", "chord_tone", "chord_voiced_share",
 
 
 def _validation_metrics(basses: list, songs: list[dict[str, Any]], kind: str) -> dict[str, float]:
+    """``songs``: held-out rows, each with its analysed ``true_bass`` (analysed once per run)."""
     from bassray.eval.evaluate import mean_scores
-    scores = mean_scores(basses, songs)
+    scores = mean_scores(basses, [s["true_bass"] for s in songs])
     return {f"val/{m}_{kind}": scores[m] for m in VALIDATION_METRICS if m in scores}
 
 
 def _musical_fit_songs(loop_config: dict[str, Any], config: Config) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """A few validation songs with chords (audio shards given as eval_data_dir), or none, and their
     ceiling (true bass) and floor (another song's bass), scored once for the whole run."""
-    from bassray.eval.evaluate import held_out_songs
+    from bassray.eval.evaluate import held_out_songs, true_basses
     if not loop_config.get("eval_data_dir"):
         return [], {}
     try:
@@ -91,6 +92,8 @@ def _musical_fit_songs(loop_config: dict[str, Any], config: Config) -> tuple[lis
     except FileNotFoundError as exc:
         log.warning("no validation songs with chords (%s): generated chord-tone agreement is skipped", exc)
         return [], {}
+    for song, truth in zip(songs, true_basses(songs)):
+        song["true_bass"] = truth
     return songs, {**_validation_metrics([s["target"] for s in songs], songs, "true"),
                    **_validation_metrics([s["other_target"] for s in songs], songs, "other_song")}
 

@@ -88,11 +88,15 @@ class TrueBass:
                 **articulation_scores(line, self.features, self.onsets, track.midi, self.track.midi)}
 
 
-def mean_scores(basses: Sequence[np.ndarray], songs: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Mean of every metric of one bass line per song (``held_out_songs`` rows) against that song."""
+def true_basses(songs: Sequence[dict[str, Any]]) -> list[TrueBass]:
+    """The :class:`TrueBass` of each ``held_out_songs`` row."""
+    return [TrueBass(s["target"], int(s["sample_rate"]), json.loads(s["truth"])) for s in songs]
+
+
+def mean_scores(basses: Sequence[np.ndarray], truths: Sequence[TrueBass]) -> dict[str, float]:
+    """Mean of every metric of one bass line per song against that song's true bass."""
     from bassray.eval.musical_fit import mean_metrics
-    return mean_metrics([TrueBass(s["target"], int(s["sample_rate"]), json.loads(s["truth"])).score(b)
-                         for b, s in zip(basses, songs)])
+    return mean_metrics([truth.score(b) for b, truth in zip(basses, truths)])
 
 
 class SongScorer:
