@@ -74,6 +74,11 @@ def test_composer_properties_over_many_seeds():
         bars_with_bass = {int(start / bar + 1e-3) for _, start, _, _ in bass}  # starts are rounded
         assert len(bars_with_bass) >= 0.5 * n_bars
         assert not bars_with_bass & set(truth["bass_rest_bars"])
+        # The rhythm section plays together: the groove decides the bass's rhythm, and the drums
+        # stop where the bass rests, so both are audible in the mix.
+        assert truth["patterns"]["bass"] in P.GROOVE_BASS_PATTERNS[truth["patterns"]["drums"]]
+        bars_with_drums = {int(start / bar + 1e-3) for _, start, _, _ in truth["parts"]["drums"]["notes"]}
+        assert not bars_with_drums & set(truth["bass_rest_bars"])
         silent_bass_songs += bool(truth["bass_rest_bars"])
     assert min(tempos) >= TEMPO_RANGE[0] and max(tempos) <= TEMPO_RANGE[1]
     assert max(tempos) - min(tempos) > 60

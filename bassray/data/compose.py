@@ -128,7 +128,7 @@ def _pick(rng: np.random.Generator, options) -> Any:
 
 
 def _rest_bars(rng: np.random.Generator, n_bars: int) -> list[int]:
-    """A block of 1-2 bars where the bass rests (silence handling); it plays all the others."""
+    """A block of 1-2 bars of break where bass and drums rest (silence handling)."""
     if n_bars < 3:
         return []
     length = 2 if n_bars >= 12 and rng.random() < 0.5 else 1
@@ -153,7 +153,7 @@ def compose_song(seed: int, seconds: float) -> Song:
     # Fast songs sometimes hold each chord for two bars.
     bars_per_chord = 2 if tempo >= 130 and family != "blues_12bar" and rng.random() < 0.5 else 1
     groove = _pick(rng, sorted(P.DRUM_GROOVES))
-    bass_pattern = _pick(rng, P.BASS_PATTERNS)
+    bass_pattern = _pick(rng, P.GROOVE_BASS_PATTERNS[groove])
     comp_pattern = _pick(rng, P.COMP_PATTERNS)
     bass_program, comp_program = _pick(rng, BASS_PROGRAMS), _pick(rng, COMP_PROGRAMS)
     lead_program = _pick(rng, LEAD_PROGRAMS) if rng.random() < 0.7 else None
@@ -162,7 +162,9 @@ def compose_song(seed: int, seconds: float) -> Song:
     bar = P.BEATS_PER_BAR * beat
     n_bars = int(np.ceil(seconds / bar - 1e-9))
     drum_start_bar = 1 if n_bars >= 4 and rng.random() < 0.4 else 0   # some songs open without drums
-    rest_bars = _rest_bars(rng, n_bars)
+    # The bass enters with the drums and rests in a break where the drums stop too (stop-time), so
+    # its silences are audible in the mix; comping and lead play on.
+    rest_bars = sorted(set(range(drum_start_bar)) | set(_rest_bars(rng, n_bars)))
     kick_beats = sorted(P.DRUM_GROOVES[groove][P.KICK])
     scale = MODES[mode]
 
@@ -176,9 +178,11 @@ def compose_song(seed: int, seconds: float) -> Song:
             chords[-1]["end"] = t0 + bar          # a chord held on: one span
         else:
             chords.append(dict(chord, start=t0, end=t0 + bar))
-        if b >= drum_start_bar:
+        if b >= drum_start_bar and b not in rest_bars:
             phrase_bar = (b - drum_start_bar) % 8
-            drums += P.drum_bar(groove, t0, beat, rng, crash=phrase_bar == 0, fill=phrase_bar == 7)
+            # No crash just before a break: its tail would ring on into the silence.
+            crash = phrase_bar == 0 and b + 1 not in rest_bars
+            drums += P.drum_bar(groove, t0, beat, rng, crash=crash, fill=phrase_bar == 7)
         if b not in rest_bars:
             bass += P.bass_bar(bass_pattern, chord, next_chord, kick_beats, t0, beat, rng)
         comp += P.comp_bar(comp_pattern, chord, t0, beat, rng)

@@ -21,7 +21,7 @@ KICK, SNARE, SIDE_STICK, CLAP, CLOSED_HAT, PEDAL_HAT, OPEN_HAT, CRASH, RIDE, LOW
 # How long each drum sound rings (s): drum note-offs are ignored by GM players, so the ground truth
 # stores the audible length instead of the MIDI gate.
 DRUM_RING = {KICK: 0.3, SNARE: 0.3, SIDE_STICK: 0.15, CLAP: 0.25, CLOSED_HAT: 0.1, PEDAL_HAT: 0.1,
-             OPEN_HAT: 0.4, CRASH: 1.4, RIDE: 0.4, LOW_TOM: 0.4, HIGH_TOM: 0.4}
+             OPEN_HAT: 0.4, CRASH: 1.4, RIDE: 1.0, LOW_TOM: 0.4, HIGH_TOM: 0.4}
 
 _TRIPLET = [0, 2 / 3]
 # Groove name -> drum note -> positions in beats within the bar.
@@ -38,6 +38,18 @@ _ACCENT = {KICK: 105, SNARE: 100, CLAP: 95, SIDE_STICK: 90, CLOSED_HAT: 95, PEDA
            OPEN_HAT: 90, RIDE: 95, CRASH: 100, LOW_TOM: 95, HIGH_TOM: 95}
 
 BASS_PATTERNS = ("root", "root_fifth", "octaves", "walking", "arpeggio", "syncopated", "eighths")
+# The bass locks to the drums, as a rhythm section does: each groove takes the bass lines that
+# share its rhythm, so the rhythm a bass line plays is audible in the mix (the drums) and a model can
+# follow it. Kick-locked lines ("syncopated") go with the sparse grooves, eighth-note lines with
+# rock's straight eighths, quarter-note lines with four-on-the-floor, the shuffle and the ride.
+GROOVE_BASS_PATTERNS: dict[str, tuple[str, ...]] = {
+    "rock": ("eighths", "octaves", "arpeggio"),
+    "four_on_floor": ("root_fifth", "root"),
+    "half_time": ("syncopated",),
+    "funk": ("syncopated",),
+    "shuffle": ("walking", "root_fifth"),
+    "jazz_ride": ("walking",),
+}
 COMP_PATTERNS = ("sustained", "quarters", "offbeats", "arpeggiated", "charleston")
 
 
