@@ -67,6 +67,9 @@ class AutoencoderConfig:
     pitch_snap: bool = True
     # The last 12 latent channels carry the input's chroma per latent frame (the mix autoencoder).
     chroma: bool = False
+    # The latent carries the input's level and onset strength in each of this many parts of every
+    # latent frame (2 x parts channels; 0 = off, the paper's latent): bassray/models/rhythm_code.py.
+    rhythm_parts: int = 0
 
 
 @dataclass
@@ -132,6 +135,8 @@ class DiffusionTrainConfig:
     # channels decide the notes; with equal weight the tiny model learnt their marginal, not their
     # relation to the mix (generated chord-tone agreement = the unconditional model's).
     pitch_loss_weight: float = 1.0
+    # The same for the target latent's rhythm-code channels (an autoencoder with rhythm_parts > 0).
+    rhythm_loss_weight: float = 1.0
     # Fraction of training examples whose learnt mix channels are zeroed, keeping the chroma
     # channels. The notes come from the chroma: on the small recipe's latents a U-Net that saw the
     # chroma alone picked chord tones as well as one that saw everything (0.68 vs 0.66, in-process),

@@ -144,3 +144,16 @@ def test_the_pitch_median_removes_isolated_flips_and_keeps_held_notes():
     assert median_pitch_code(code, 1) is code
     with pytest.raises(ValueError, match="odd"):
         median_pitch_code(code, 4)
+
+
+def test_quarter_notes_on_the_beat_score_by_how_the_true_bass_plays():
+    from bassray.eval.articulation import beat_grid_scores
+    # 120 BPM: a beat each 0.5 s. A bass on every beat is matched exactly; one on every other beat
+    # (half notes) is all hits for half the grid: precision 0.5, recall 1, F1 2/3, rate 2.
+    quarters, halves = np.arange(0.0, 12.0, 0.5), np.arange(0.0, 12.0, 1.0)
+    assert beat_grid_scores({"tempo": 120.0}, quarters, 12.0) == pytest.approx({"onset_f1": 1.0, "note_rate": 1.0})
+    assert beat_grid_scores({"tempo": 120.0}, halves, 12.0) == pytest.approx({"onset_f1": 2 / 3, "note_rate": 2.0})
+    # A segment cut 0.25 s into the song: its beats fall at 0.25, 0.75, ... of the segment.
+    offbeat = beat_grid_scores({"tempo": 120.0, "start_seconds": 0.25}, quarters, 12.0)
+    assert offbeat["onset_f1"] == 0.0
+    assert beat_grid_scores({}, quarters, 12.0) == {} and beat_grid_scores({"tempo": 120.0}, None, 12.0) == {}

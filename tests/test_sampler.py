@@ -172,20 +172,23 @@ def test_bad_per_sample_settings_are_refused():
 
 def test_channel_weight_scales_each_target_channel_of_the_v_loss():
     """Weights of one equal the plain loss; a weight only on the pitch-code channels counts only
-    their error; the tiny preset stresses exactly the bass latent's last 3 x pitch_parts channels."""
+    their error; the weights stress exactly the bass latent's pitch-code and rhythm-code channels."""
     from bassray.diffusion.schedule import v_loss_per_example
-    from bassray.distributed.train_ldm import pitch_channel_weight
+    from bassray.distributed.train_ldm import code_channel_weight
     model = lambda z, t, c: torch.zeros_like(z)  # noqa: E731  predicts v = 0: the error is v itself
     target, cond = torch.randn(3, 32, 8), torch.randn(3, 64, 8)
     plain, _ = v_loss_per_example(model, target, cond, torch.Generator().manual_seed(0), cond_dropout=0.0)
     ones, _ = v_loss_per_example(model, target, cond, torch.Generator().manual_seed(0), cond_dropout=0.0,
                                  channel_weight=torch.ones(32))
     assert torch.allclose(plain, ones)
-    config = load_config("tiny")
-    weight = pitch_channel_weight(config)
-    pitch = 3 * config.bass_autoencoder.pitch_parts
-    assert weight.shape == (32,) and torch.all(weight[:-pitch] == 1)
-    assert torch.all(weight[-pitch:] == config.diffusion_training.pitch_loss_weight)
+    from bassray.models.latent_layout import LatentLayout
+    config = load_config("tiny", ["diffusion_training.rhythm_loss_weight=7", "bass_autoencoder.rhythm_parts=4",
+                                  "bass_autoencoder.latent_dim=40"])
+    weight, layout = code_channel_weight(config), LatentLayout.of(config.bass_autoencoder)
+    assert weight.shape == (40,) and torch.all(weight[layout.learnt_slice] == 1)
+    assert torch.all(weight[layout.pitch_slice] == config.diffusion_training.pitch_loss_weight)
+    assert torch.all(weight[layout.rhythm_slice] == 7) and layout.rhythm == 8
+    pitch = layout.pitch
     only_pitch = torch.zeros(32)
     only_pitch[-pitch:] = 1.0
     part, _ = v_loss_per_example(model, target, cond, torch.Generator().manual_seed(0), cond_dropout=0.0,

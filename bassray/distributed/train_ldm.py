@@ -59,13 +59,15 @@ def _log_generated_example(tracker: RunTracker, generator, config: Config, mix: 
 LATENT_FILES_PER_EPOCH = 32
 
 
-def pitch_channel_weight(config: Config) -> torch.Tensor:
-    """``[Dy]`` v-loss weights: ``pitch_loss_weight`` on the target latent's pitch-code channels
-    (the last 3 x pitch_parts of a harmonic-phase autoencoder), 1 elsewhere."""
-    ae = config.bass_autoencoder
-    weight = torch.ones(ae.latent_dim)
-    if ae.phase == "harmonic":
-        weight[-3 * ae.pitch_parts:] = config.diffusion_training.pitch_loss_weight
+def code_channel_weight(config: Config) -> torch.Tensor:
+    """``[Dy]`` v-loss weights: ``pitch_loss_weight`` on the target latent's pitch-code channels and
+    ``rhythm_loss_weight`` on its rhythm-code channels (bassray/models/latent_layout.py), 1 on the
+    learnt ones."""
+    from bassray.models.latent_layout import LatentLayout
+    layout = LatentLayout.of(config.bass_autoencoder)
+    weight = torch.ones(layout.total)
+    weight[layout.pitch_slice] = config.diffusion_training.pitch_loss_weight
+    weight[layout.rhythm_slice] = config.diffusion_training.rhythm_loss_weight
     return weight
 
 
@@ -111,16 +113,16 @@ def _generated_fit(generator, config: Config, songs: list[dict[str, Any]], step:
     return out
 
 
-def drop_learnt_mix_channels(mix: torch.Tensor, fraction: float, chroma_channels: int,
+def drop_learnt_mix_channels(mix: torch.Tensor, fraction: float, code_channels: int,
                               generator: torch.Generator) -> torch.Tensor:
-    """Zero the learnt channels (all but the trailing chroma ones) of a random ``fraction`` of the
-    examples in a ``[B, Dx, L]`` batch of normalised mix latents."""
-    if fraction <= 0 or chroma_channels <= 0:
+    """Zero the learnt channels (all but the ``code_channels`` trailing ones: rhythm code and chroma)
+    of a random ``fraction`` of the examples in a ``[B, Dx, L]`` batch of normalised mix latents."""
+    if fraction <= 0 or code_channels <= 0:
         return mix
     drop = torch.rand(mix.shape[0], generator=generator, device=mix.device) < fraction
-    keep_chroma = torch.ones_like(mix[:1, :, :1])
-    keep_chroma[:, :-chroma_channels] = 0
-    return torch.where(drop[:, None, None], mix * keep_chroma, mix)
+    keep_codes = torch.ones_like(mix[:1, :, :1])
+    keep_codes[:, :-code_channels] = 0
+    return torch.where(drop[:, None, None], mix * keep_codes, mix)
 
 
 def ldm_train_loop(loop_config: dict[str, Any]) -> None:
@@ -181,9 +183,9 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
         except (FileNotFoundError, ValueError) as exc:
             log.warning("no validation latents (%s): validation losses are skipped", exc)
 
-    channel_weight = pitch_channel_weight(config).to(device)
-    from bassray.models.autoencoder import CHROMA_CHANNELS
-    chroma_channels = CHROMA_CHANNELS if config.mix_autoencoder.chroma else 0
+    channel_weight = code_channel_weight(config).to(device)
+    from bassray.models.latent_layout import LatentLayout
+    mix_codes = LatentLayout.of(config.mix_autoencoder).codes
     batches = infinite_batches("train", micro, {"mix": torch.float32, "target": torch.float32},
                                shuffle_buffer=8 * micro, device=device,
                                prefetch_batches=config.distributed.prefetch_batches)
@@ -194,7 +196,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     metrics: dict[str, float] = {}
     for step in range(start_step, train_cfg.max_steps):
         batch = window.next_batch(batches)
-        mix = drop_learnt_mix_channels(batch["mix"], train_cfg.learnt_mix_dropout, chroma_channels, gen)
+        mix = drop_learnt_mix_channels(batch["mix"], train_cfg.learnt_mix_dropout, mix_codes, gen)
         loss, metrics = v_loss(engine, batch["target"], mix, generator=gen,
                                cond_dropout=train_cfg.cond_dropout, cond_noise=train_cfg.cond_noise,
                                channel_weight=channel_weight)

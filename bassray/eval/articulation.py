@@ -130,6 +130,23 @@ def floor_to_ceiling(value: float, floor: float, ceiling: float) -> float:
     return (value - floor) / (ceiling - floor) if abs(ceiling - floor) > 1e-9 else float("nan")
 
 
+def beat_grid_scores(truth: dict[str, Any], reference_onsets: np.ndarray | None,
+                     duration: float) -> dict[str, float]:
+    """Onset F1 and note rate of a line that plays every quarter note at the song's tempo (from
+    its ground truth; beats counted from the song's start): the rhythm a listener gets from a
+    bassist who only keeps the beat. A model that hears the mix's rhythm must beat it. Empty where
+    the truth has no tempo or the reference no onsets."""
+    import mir_eval
+    tempo = truth.get("tempo")
+    if not tempo or reference_onsets is None or not len(reference_onsets):
+        return {}
+    beat, start = 60.0 / float(tempo), float(truth.get("start_seconds", 0.0))
+    grid = np.arange(np.ceil(start / beat - 1e-6) * beat, start + duration, beat) - start
+    grid = grid[(grid >= 0) & (grid < duration)]
+    f1 = mir_eval.onset.f_measure(np.sort(reference_onsets), grid, window=ONSET_WINDOW_S)[0] if grid.size else 0.0
+    return {"onset_f1": float(f1), "note_rate": float(grid.size / len(reference_onsets))}
+
+
 def truth_onsets(truth: dict[str, Any], duration: float) -> np.ndarray | None:
     """The target bass's ground-truth note onsets from a segment's JSON, where it carries them."""
     notes = ((truth.get("parts") or {}).get("bass") or {}).get("notes")

@@ -9,7 +9,8 @@ swap parts between the true bass's latent and the generated one:
   decoder copes with latents slightly off its training distribution;
 - ``generated``: the diffusion model's sample (no harmony snap);
 - ``generated, true pitch code`` / ``true, generated pitch code``: one part swapped in from the
-  other, so that a fault follows the part that carries it;
+  other, so that a fault follows the part that carries it; likewise the rhythm code where the
+  latent carries one;
 - ``generated, time-smoothed learnt channels``: the learnt channels low-passed over latent frames.
 
 It also prints each latent's roughness: the mean squared frame-to-frame change of the learnt
@@ -57,9 +58,9 @@ def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "va
     generator = BassGenerator.from_bundle(bundle_dir)
     config = generator.config
     rows = held_out_songs(data_dir, splits, config.data.target_stem, songs)
-    pitch = 3 * getattr(generator.target_ae, "pitch_parts", 0)
-    learnt = slice(0, config.bass_autoencoder.latent_dim - pitch)
-    code = slice(config.bass_autoencoder.latent_dim - pitch, None)
+    from bassray.models.latent_layout import LatentLayout
+    layout = LatentLayout.of(config.bass_autoencoder)
+    learnt, code = layout.learnt_slice, layout.pitch_slice
 
     def swap(base: torch.Tensor, donor: torch.Tensor, part: slice) -> torch.Tensor:
         out = base.clone()
@@ -76,8 +77,12 @@ def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "va
         "true, generated pitch code": lambda true, gen: swap(true, gen, code),
         "generated, time-smoothed learnt channels": lambda true, gen: swap(gen, _smooth(gen), learnt),
     }
-    if pitch:
-        parts = pitch // 3
+    if layout.rhythm:
+        rhythm = layout.rhythm_slice
+        variants["generated, true rhythm code"] = lambda true, gen: swap(gen, true, rhythm)
+        variants["true, generated rhythm code"] = lambda true, gen: swap(true, gen, rhythm)
+    if layout.pitch:
+        parts = generator.target_ae.pitch_parts
         raw = lambda z: z * generator._tgt_std + generator._tgt_mean  # noqa: E731
         norm = lambda z: (z - generator._tgt_mean) / generator._tgt_std  # noqa: E731
         variants["generated, pitch median of 3 parts"] = lambda true, gen: norm(median_pitch(raw(gen), parts, 3))

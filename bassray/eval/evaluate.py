@@ -20,10 +20,13 @@ log = logging.getLogger(__name__)
 
 # "generated_no_snap" (the same samples decoded without the harmony snap: the network alone) is
 # scored only where the bundle's harmony snap is on.
-KINDS = ("true", "reconstruction", "generated", "generated_no_snap", "unconditional", "other_song")
+# "beat_grid" is no audio: quarter notes at the song's tempo, scored for rhythm only
+# (articulation.beat_grid_scores), the rhythm a bassist who only keeps the beat would get.
+KINDS = ("true", "reconstruction", "generated", "generated_no_snap", "unconditional", "other_song", "beat_grid")
 KIND_TITLES = {"true": "true bass (ceiling)", "reconstruction": "bass autoencoder's reconstruction",
                "generated": "**generated bass**", "generated_no_snap": "generated bass without the harmony snap",
-               "unconditional": "unconditional model (floor)", "other_song": "another song's bass (floor)"}
+               "unconditional": "unconditional model (floor)", "other_song": "another song's bass (floor)",
+               "beat_grid": "quarter notes on the beat (rhythm only)"}
 # chord_tone counts voiced frames only, so its voiced share stands beside it; the coverage (which
 # counts every frame where the true bass plays) is the headline.
 FIT_COLUMNS = ("chord_tone_coverage", "chord_tone", "chord_voiced_share", "root", "raw_pitch", "raw_chroma",
@@ -76,6 +79,11 @@ class TrueBass:
         self.features = articulation_features(audio, sample_rate)
         self.track = track_pitch(audio, sample_rate)
         self.onsets = truth_onsets(truth, self.features.duration)
+
+    def beat_grid_scores(self) -> dict[str, float]:
+        """Onset F1 and note rate of quarter notes at the song's tempo against this bass."""
+        from bassray.eval.articulation import beat_grid_scores
+        return beat_grid_scores(self.truth, self.onsets, self.features.duration)
 
     def score(self, audio: np.ndarray, track=None) -> dict[str, float]:
         """Every metric of ``audio`` (``track``: its pYIN track, where the caller has it)."""
@@ -153,6 +161,7 @@ class SongScorer:
                 if kind != "mix":
                     tracks[kind] = true.track if kind == "true" else track_pitch(wav, rate)
                     row[kind] = true.score(wav, track=tracks[kind])
+            row["beat_grid"] = true.beat_grid_scores()
             row["fidelity"] = reconstruction_fidelity(target, recon, rate,
                                                       tracks=(tracks["true"], tracks["reconstruction"]))
             results.append(json.dumps(row, default=float))
@@ -187,6 +196,8 @@ def fit_table(report: dict[str, Any], columns: Sequence[str] = FIT_COLUMNS) -> s
     lines = ["| bass | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for kind in (k for k in KINDS if k in report["kinds"]):
         values = report["kinds"][kind]
+        if not any(c in values for c in columns):
+            continue
         lines.append(f"| {KIND_TITLES[kind]} | " + " | ".join(
             f"{values[c]:.2f}" if c in values else "–" for c in columns) + " |")
     return "\n".join(lines)

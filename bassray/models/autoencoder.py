@@ -26,6 +26,8 @@ from torch import nn
 
 from bassray.config import AudioConfig, AutoencoderConfig
 from bassray.models.conv_blocks import Downsample1d, Upsample1d, residual_stack
+from bassray.models.latent_layout import LatentLayout
+from bassray.models.rhythm_code import rhythm_code
 from bassray.models.harmonic_phase import (PITCH_SEMITONES, frame_chroma, harmonic_phase, pitch_code,
                                            pitch_from_code, pitch_targets, semitones_to_bins,
                                            snap_to_semitones)
@@ -36,9 +38,6 @@ LOG_MAG_SHIFT = -4.0
 LOG_MAG_SCALE = 5.0
 # Decoded log-power is clamped before exp() so an untrained decoder cannot overflow the iSTFT.
 MAX_LOG_POWER = 24.0
-
-# A chroma mix autoencoder's latent ends with this many deterministic chroma channels.
-CHROMA_CHANNELS = 12
 
 
 @dataclass
@@ -114,17 +113,20 @@ class Autoencoder(LatentAutoencoder):
         spec_channels = audio.channels * self.n_bins
 
         # Encoder: frequency bins x audio channels are the conv channels; convolve over time.
+        if ae_cfg.rhythm_parts < 0 or (ae_cfg.rhythm_parts and frames_per_latent % ae_cfg.rhythm_parts):
+            raise ValueError(f"rhythm_parts must be 0 (off) or divide the {frames_per_latent} STFT frames of "
+                             f"a latent frame, got {ae_cfg.rhythm_parts}")
+        self.layout = LatentLayout.of(ae_cfg)
         self.pitch_parts = ae_cfg.pitch_parts if ae_cfg.phase == "harmonic" else 0
-        self.pitch_channels = 3 * self.pitch_parts
-        self.chroma_channels = CHROMA_CHANNELS if ae_cfg.chroma else 0
-        if self.pitch_channels + self.chroma_channels >= ae_cfg.latent_dim:
-            raise ValueError(f"latent_dim {ae_cfg.latent_dim} leaves no learnt channel beside "
-                             f"{self.pitch_channels} pitch and {self.chroma_channels} chroma channels")
+        self.pitch_channels = self.layout.pitch
+        self.chroma_channels = self.layout.chroma
+        self.rhythm_parts = ae_cfg.rhythm_parts
+        self.frames_per_latent = frames_per_latent
         enc: list[nn.Module] = [nn.Conv1d(spec_channels, widths[0], kernel, padding=kernel // 2)]
         for i, factor in enumerate(factors):
             enc += [residual_stack(widths[i], blocks, kernel), Downsample1d(widths[i], widths[i + 1], factor)]
         enc += [residual_stack(widths[-1], blocks, kernel), nn.LeakyReLU(0.2),
-                nn.Conv1d(widths[-1], ae_cfg.latent_dim - self.pitch_channels - self.chroma_channels, kernel, padding=kernel // 2)]
+                nn.Conv1d(widths[-1], self.layout.learnt, kernel, padding=kernel // 2)]
         self.encoder = nn.Sequential(*enc)
 
         # Decoder: the mirror. Output: log-power per channel and bin, and ("direct") the phase as a
@@ -204,6 +206,8 @@ class Autoencoder(LatentAutoencoder):
         # Latents are float32 whatever the conv stack's dtype: the pitch code's height channel
         # carries the fine tuning, which bf16's 8-bit mantissa would round (by up to 0.2 semitone).
         z = z.float()
+        if self.rhythm_parts:
+            z = torch.cat([z, rhythm_code(log_mag, self.rhythm_parts, self.frames_per_latent).float()], dim=1)
         if self.chroma_channels:
             chroma = frame_chroma(spec, self.sample_rate, self.hop_samples // self.cfg.hop_length)
             z = torch.cat([z, chroma.float()], dim=1)

@@ -1,0 +1,55 @@
+"""The rhythm code (bassray/models/rhythm_code.py) and the latent layout that places it."""
+import pytest
+import torch
+
+from bassray.config import load_config
+from bassray.models.autoencoder import Autoencoder
+from bassray.models.latent_layout import LatentLayout
+
+RATE, HOP = 16000, 4096           # tiny: a latent frame is 4096 samples, its parts 1024 (64 ms)
+
+
+def _tone_from(start_s: float, stop_s: float, seconds: float = 2.048) -> torch.Tensor:
+    t = torch.arange(int(seconds * RATE)) / RATE
+    tone = 0.3 * torch.sin(2 * torch.pi * 55.0 * t) * ((t >= start_s) & (t < stop_s))
+    return torch.stack([tone, tone])[None]                          # [1, 2, T]
+
+
+def _tiny_with_rhythm() -> Autoencoder:
+    config = load_config("tiny", ["bass_autoencoder.rhythm_parts=4"])
+    return Autoencoder(config.bass_autoencoder, config.audio)
+
+
+def test_the_code_marks_where_a_note_sounds_and_where_it_starts():
+    model = _tiny_with_rhythm()
+    layout = model.layout
+    # Silence, then a note from the 11th part (0.640 s = 10 x 64 ms) to the 24th: a code per part.
+    z = model.encode(_tone_from(0.640, 1.536))
+    code = z[0, layout.rhythm_slice]                                # [8, L]: 4 levels, then 4 onsets
+    level = code[:4].T.reshape(-1)                                  # part by part over time
+    onset = code[4:].T.reshape(-1)
+    # (The centred 1024-point STFT lets a note show one part early and late.)
+    assert level[:9].max() < level[11:24].min() - 1.0               # loud where the note sounds
+    assert level[25:].max() < level[11:24].min() - 1.0              # and quiet after it stops
+    assert int(onset.argmax()) in (9, 10)                           # its start is the strongest onset
+    assert onset[12:22].max() < 0.1 * onset.max()                   # a held note is no new onset (its abrupt end clicks)
+
+
+def test_codes_trail_the_learnt_channels_and_chroma_and_pitch_stay_last():
+    config = load_config("tiny", ["bass_autoencoder.rhythm_parts=4", "mix_autoencoder.rhythm_parts=2"])
+    bass, mix = LatentLayout.of(config.bass_autoencoder), LatentLayout.of(config.mix_autoencoder)
+    assert bass.pitch_slice == slice(bass.total - 12, bass.total) and bass.rhythm == 8
+    assert mix.chroma_slice == slice(mix.total - 12, mix.total) and mix.rhythm == 4
+    assert bass.learnt + bass.codes == bass.total and bass.rhythm_slice.stop == bass.pitch_slice.start
+    # The rhythm code is computed, not learnt: the encoder's output is the learnt channels only.
+    model = Autoencoder(config.bass_autoencoder, config.audio)
+    assert model.encoder[-1].out_channels == bass.learnt
+
+
+def test_a_rhythm_code_the_frame_cannot_hold_is_refused():
+    config = load_config("tiny", ["bass_autoencoder.rhythm_parts=3"])
+    with pytest.raises(ValueError, match="rhythm_parts"):
+        Autoencoder(config.bass_autoencoder, config.audio)
+    config = load_config("tiny", ["bass_autoencoder.latent_dim=20", "bass_autoencoder.rhythm_parts=4"])
+    with pytest.raises(ValueError, match="no learnt channel"):
+        LatentLayout.of(config.bass_autoencoder)
