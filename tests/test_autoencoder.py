@@ -36,7 +36,7 @@ def test_interface_properties(tiny_ae, tiny):
     assert isinstance(tiny_ae, LatentAutoencoder)
     assert tiny_ae.hop_samples == 4096
     assert tiny_ae.sample_rate == tiny.audio.sample_rate and tiny_ae.channels == tiny.audio.channels
-    assert tiny_ae.latent_dim == 64
+    assert tiny_ae.latent_dim == tiny.mix_autoencoder.latent_dim
     assert tiny_ae.frame_rate == pytest.approx(tiny.audio.sample_rate / 4096)
 
 
@@ -46,7 +46,7 @@ def test_exact_lengths(tiny_ae, length):
     wav = 0.1 * torch.randn(2, 2, length)
     z = tiny_ae.encode(wav)
     frames = -(-length // 4096)
-    assert z.shape == (2, 64, frames)
+    assert z.shape == (2, tiny_ae.latent_dim, frames)
     assert tiny_ae.decode(z, length=length).shape == (2, 2, length)
     assert tiny_ae.decode(z).shape == (2, 2, frames * 4096)
     out = tiny_ae(wav)
@@ -62,7 +62,7 @@ def test_bad_inputs_are_rejected(tiny_ae):
     with pytest.raises(ValueError, match="latent"):
         tiny_ae.decode(torch.zeros(1, 7, 2))
     with pytest.raises(ValueError, match="decode length"):
-        tiny_ae.decode(torch.zeros(1, 64, 2), length=3 * 4096)
+        tiny_ae.decode(torch.zeros(1, tiny_ae.latent_dim, 2), length=3 * 4096)
     with pytest.raises(ValueError, match="len\\(downsample_factors\\)"):
         Autoencoder(AutoencoderConfig(channels=[8, 8]), AudioConfig())
 

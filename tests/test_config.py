@@ -9,7 +9,10 @@ from bassray.config import Config, config_from_dict, load_config, load_config_js
 def test_presets_load_and_round_trip(name, tmp_path):
     config = load_config(name)
     assert config.name == name
-    assert config.mix_autoencoder.latent_dim == 64 and config.bass_autoencoder.latent_dim == 32
+    # Every preset keeps the paper's learnt channels (52 mix, 20 bass) beside its codes.
+    from bassray.models.latent_layout import LatentLayout
+    mix, bass = LatentLayout.of(config.mix_autoencoder), LatentLayout.of(config.bass_autoencoder)
+    assert (mix.learnt, bass.learnt) == (52, 20)
     save_config(config, tmp_path / "c.json")
     assert load_config_json(tmp_path / "c.json") == config
 
