@@ -1,4 +1,5 @@
 """The rhythm code (bassray/models/rhythm_code.py) and the latent layout that places it."""
+import numpy as np
 import pytest
 import torch
 
@@ -69,3 +70,17 @@ def test_the_carried_level_decides_how_loud_the_decoder_plays():
     assert quiet[..., cut:].abs().mean() < 0.01 * loud[..., cut:].abs().mean()
     early = slice(0, 3 * HOP)                                         # (the decoder's convs see a little ahead)
     assert (quiet[..., early] - loud[..., early]).abs().mean() < 0.05 * loud[..., early].abs().mean()
+
+
+def test_the_probe_reads_note_onsets_off_the_codes_peaks():
+    from bassray.eval.articulation_probe import code_onset_scores
+    layout = LatentLayout.of(load_config("tiny").bass_autoencoder)
+    z = torch.zeros(1, layout.total, 8)                                 # 8 frames = 32 parts of 64 ms
+    onset = torch.zeros(32)
+    onset[[4, 12, 20]] = 1.0                                            # notes in parts 4, 12 and 20
+    onset[[5, 13]] = 0.5                                                # their decays: no new peaks
+    z[0, layout.rhythm_slice][4:] = onset.reshape(8, 4).T
+    starts = np.array([4.5, 12.5, 20.5]) * 0.064
+    assert code_onset_scores(z, layout, 4, 0.064, starts) == pytest.approx({"onset_f1": 1.0, "note_rate": 1.0})
+    assert code_onset_scores(z, layout, 4, 0.064, starts + 0.2)["onset_f1"] == 0.0
+    assert code_onset_scores(z, layout, 4, 0.064, None) == {}

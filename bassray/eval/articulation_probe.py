@@ -13,7 +13,8 @@ swap parts between the true bass's latent and the generated one:
   latent carries one;
 - ``generated, time-smoothed learnt channels``: the learnt channels low-passed over latent frames.
 
-It also prints each latent's roughness: the mean squared frame-to-frame change of the learnt
+Where the latent carries a rhythm code, it also scores the code's onset peaks against the true
+notes, before any decoding. It also prints each latent's roughness: the mean squared frame-to-frame change of the learnt
 channels over their variance (0 for a constant, 2 for white noise).
 
     python -m bassray.eval.articulation_probe DIFFUSION_BUNDLE SHARDS [--songs 12] [--split test,val]
@@ -48,6 +49,22 @@ def median_pitch(latent: torch.Tensor, parts: int, width: int) -> torch.Tensor:
 
 def _smooth(latent: torch.Tensor, frames: int = 3) -> torch.Tensor:
     return torch.nn.functional.avg_pool1d(latent, frames, stride=1, padding=frames // 2, count_include_pad=False)
+
+
+def code_onset_scores(latent: torch.Tensor, layout, parts: int, part_seconds: float,
+                      truth_onsets: np.ndarray | None, threshold: float = 0.3) -> dict[str, float]:
+    """Onset F1 and note rate of the peaks (above ``threshold``) of a raw latent's rhythm-code onset
+    channels against the true note onsets: how well the code itself, before any decoding, says
+    when notes start."""
+    import mir_eval
+    if truth_onsets is None or not len(truth_onsets):
+        return {}
+    onset = latent[0, layout.rhythm_slice][parts:].T.reshape(-1).numpy()      # part by part over time
+    peaks = [j for j in range(len(onset)) if onset[j] > threshold
+             and onset[j] >= onset[max(j - 1, 0)] and onset[j] >= onset[min(j + 1, len(onset) - 1)]]
+    found = (np.array(peaks, float) + 0.5) * part_seconds
+    f1 = mir_eval.onset.f_measure(np.sort(truth_onsets), found, window=0.07)[0] if found.size else 0.0
+    return {"onset_f1": float(f1), "note_rate": found.size / len(truth_onsets)}
 
 
 def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "val"), songs: int = 12,
@@ -90,6 +107,7 @@ def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "va
         variants["reconstruction, pitch median of 3 parts"] = lambda true, gen: norm(median_pitch(raw(true), parts, 3))
     scores: dict[str, list[dict[str, float]]] = {name: [] for name in ["true bass", *variants]}
     rough: dict[str, list[float]] = {"true": [], "generated": []}
+    code_scores: dict[str, list[dict[str, float]]] = {"true": [], "generated": []}
     steps = steps or config.sampler.steps_for()
     weight = config.sampler.cfg_weight if cfg_weight is None else cfg_weight
     for i, row in enumerate(rows):
@@ -106,12 +124,19 @@ def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "va
         rough["true"].append(roughness(true[:, learnt]))
         rough["generated"].append(roughness(gen[:, learnt]))
         scores["true bass"].append(true_bass.score(target))
+        if layout.rhythm:
+            part_s = generator.target_ae.hop_samples / rate / generator.target_ae.rhythm_parts
+            for name, z in (("true", true), ("generated", gen)):
+                raw = z * generator._tgt_std + generator._tgt_mean
+                code_scores[name].append(code_onset_scores(raw, layout, generator.target_ae.rhythm_parts,
+                                                           part_s, true_bass.onsets))
         for name, make in variants.items():
             audio = generator.decode_target(make(true, gen), length=target.shape[-1])[0]
             scores[name].append(true_bass.score(generator.match_level(audio, row["mix"])))
         log.info("probe: song %d/%d", i + 1, len(rows))
     return {"songs": len(rows), "steps": steps, "cfg_weight": weight,
             "roughness": {k: float(np.mean(v)) for k, v in rough.items()},
+            "rhythm_code_onsets": {k: mean_metrics(v) for k, v in code_scores.items() if v},
             "variants": {name: mean_metrics(s) for name, s in scores.items()}}
 
 
@@ -121,6 +146,9 @@ def probe_table(result: dict[str, Any]) -> str:
              "| decoded latent | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for name, values in result["variants"].items():
         lines.append(f"| {name} | " + " | ".join(f"{values.get(c, float('nan')):.2f}" for c in COLUMNS) + " |")
+    for name, values in result.get("rhythm_code_onsets", {}).items():
+        lines.append(f"{name} latent's rhythm-code onset peaks: onset F1 {values.get('onset_f1', float('nan')):.2f}, "
+                     f"note rate {values.get('note_rate', float('nan')):.2f}")
     return "\n".join(lines)
 
 
