@@ -27,7 +27,7 @@ from torch import nn
 from bassray.config import AudioConfig, AutoencoderConfig
 from bassray.models.conv_blocks import Downsample1d, Upsample1d, residual_stack
 from bassray.models.latent_layout import LatentLayout
-from bassray.models.rhythm_code import LEVEL_SCALE, rhythm_code
+from bassray.models.rhythm_code import rhythm_code
 from bassray.models.harmonic_phase import (PITCH_SEMITONES, frame_chroma, harmonic_phase, pitch_code,
                                            pitch_from_code, pitch_targets, semitones_to_bins,
                                            snap_to_semitones)
@@ -234,8 +234,6 @@ class Autoencoder(LatentAutoencoder):
         out = self.decoder(z.to(self._dtype())).float()
         B, spec_channels = z.shape[0], self.channels * self.n_bins
         log_mag = out[:, :spec_channels].reshape(B, self.channels, self.n_bins, -1) * LOG_MAG_SCALE + LOG_MAG_SHIFT
-        if self.rhythm_parts:
-            log_mag = log_mag + self._envelope(z, log_mag.shape[-1])[:, None, None, :]
         if self.pitch_parts:
             S = self.pitch_parts
             code = z[:, -3 * S:].float().reshape(B, 3, S, -1).transpose(2, 3).reshape(B, 3, -1)
@@ -254,18 +252,6 @@ class Autoencoder(LatentAutoencoder):
         # a 2*pi wrap-around discontinuity, the 2-vector is continuous, and normalising it leaves the
         # magnitude entirely to the log-power channel that L_rec supervises.
         return log_mag, xy * torch.rsqrt(xy.square().sum(dim=2, keepdim=True) + 1e-8)
-
-    def _envelope(self, z: torch.Tensor, frames: int) -> torch.Tensor:
-        """``[B, N]``: the rhythm code's level of each part, per STFT frame, as a log-power per bin.
-        The decoder's output is the spectrum relative to it, so the carried level, not the learnt
-        channels, decides how loud each part sounds and where the bass rests: the decoder trained
-        with the code as a mere input ignored it (swapping it between true and generated latents
-        changed nothing, docs/articulation.md)."""
-        R = self.rhythm_parts
-        level = z[:, self.layout.rhythm_slice][:, :R].float()                     # [B, R, L]
-        level = level.transpose(1, 2).reshape(z.shape[0], -1)                      # [B, L*R]
-        level = level.repeat_interleave(frames // level.shape[-1], dim=-1)
-        return level * LEVEL_SCALE - math.log(self.n_bins)
 
     def log_power_to_magnitude(self, log_mag: torch.Tensor) -> torch.Tensor:
         """|S| from log(|S|^2 + eps): exp(x / 2). The eps floor (sqrt(1e-5) per bin) is inaudible and
