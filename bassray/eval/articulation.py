@@ -101,17 +101,9 @@ def articulation_scores(line: Articulation, reference: Articulation,
     """Every articulation metric of ``line`` against ``reference`` (see the module's docstring).
     ``reference_onsets``: ground-truth onsets to use instead of those detected in the reference;
     ``*_midi``: per-frame pitch (NaN unvoiced) for the register, left out where not given."""
-    import mir_eval
     ref_onsets = reference.onsets if reference_onsets is None else np.asarray(reference_onsets, float)
-    out: dict[str, float] = {"harmonic_share": line.harmonic_share, "onsets": float(len(line.onsets))}
-    if len(ref_onsets):
-        if len(line.onsets):
-            out["onset_f1"] = float(mir_eval.onset.f_measure(np.sort(ref_onsets), np.sort(line.onsets),
-                                                             window=ONSET_WINDOW_S)[0])
-        else:
-            out["onset_f1"] = 0.0
-        # Rates over the reference's length: the line is the same song, cut or padded to it.
-        out["note_rate"] = float(len(line.onsets) / len(ref_onsets))
+    out: dict[str, float] = {"harmonic_share": line.harmonic_share, "onsets": float(len(line.onsets)),
+                             **onset_scores(line.onsets, ref_onsets)}
     n = min(len(line.sounding), len(reference.sounding))
     union = np.sum(line.sounding[:n] | reference.sounding[:n])
     if union:
@@ -125,6 +117,18 @@ def articulation_scores(line: Articulation, reference: Articulation,
     return out
 
 
+def onset_scores(onsets: np.ndarray, reference_onsets: np.ndarray | None) -> dict[str, float]:
+    """``onset_f1`` (mir_eval, within ``ONSET_WINDOW_S``) and ``note_rate`` of onset times against
+    reference onsets; empty where the reference has none. Rates are over the reference's length: the
+    line is the same song, cut or padded to it."""
+    import mir_eval
+    if reference_onsets is None or not len(reference_onsets):
+        return {}
+    onsets = np.sort(np.asarray(onsets, float))
+    f1 = mir_eval.onset.f_measure(np.sort(reference_onsets), onsets, window=ONSET_WINDOW_S)[0] if onsets.size else 0.0
+    return {"onset_f1": float(f1), "note_rate": float(onsets.size / len(reference_onsets))}
+
+
 def floor_to_ceiling(value: float, floor: float, ceiling: float) -> float:
     """Where ``value`` lies from ``floor`` (0) to ``ceiling`` (1); NaN where they do not differ."""
     return (value - floor) / (ceiling - floor) if abs(ceiling - floor) > 1e-9 else float("nan")
@@ -136,15 +140,12 @@ def beat_grid_scores(truth: dict[str, Any], reference_onsets: np.ndarray | None,
     its ground truth; beats counted from the song's start): the rhythm a listener gets from a
     bassist who only keeps the beat. A model that hears the mix's rhythm must beat it. Empty where
     the truth has no tempo or the reference no onsets."""
-    import mir_eval
     tempo = truth.get("tempo")
-    if not tempo or reference_onsets is None or not len(reference_onsets):
+    if not tempo:
         return {}
     beat, start = 60.0 / float(tempo), float(truth.get("start_seconds", 0.0))
     grid = np.arange(np.ceil(start / beat - 1e-6) * beat, start + duration, beat) - start
-    grid = grid[(grid >= 0) & (grid < duration)]
-    f1 = mir_eval.onset.f_measure(np.sort(reference_onsets), grid, window=ONSET_WINDOW_S)[0] if grid.size else 0.0
-    return {"onset_f1": float(f1), "note_rate": float(grid.size / len(reference_onsets))}
+    return onset_scores(grid[(grid >= 0) & (grid < duration)], reference_onsets)
 
 
 def truth_onsets(truth: dict[str, Any], duration: float) -> np.ndarray | None:

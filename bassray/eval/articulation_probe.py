@@ -56,15 +56,11 @@ def code_onset_scores(latent: torch.Tensor, layout, parts: int, part_seconds: fl
     """Onset F1 and note rate of the peaks (above ``threshold``) of a raw latent's rhythm-code onset
     channels against the true note onsets: how well the code itself, before any decoding, says
     when notes start."""
-    import mir_eval
-    if truth_onsets is None or not len(truth_onsets):
-        return {}
+    from bassray.eval.articulation import onset_scores
     onset = latent[0, layout.rhythm_slice][parts:].T.reshape(-1).numpy()      # part by part over time
     peaks = [j for j in range(len(onset)) if onset[j] > threshold
              and onset[j] >= onset[max(j - 1, 0)] and onset[j] >= onset[min(j + 1, len(onset) - 1)]]
-    found = (np.array(peaks, float) + 0.5) * part_seconds
-    f1 = mir_eval.onset.f_measure(np.sort(truth_onsets), found, window=0.07)[0] if found.size else 0.0
-    return {"onset_f1": float(f1), "note_rate": found.size / len(truth_onsets)}
+    return onset_scores((np.array(peaks, float) + 0.5) * part_seconds, truth_onsets)
 
 
 def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "val"), songs: int = 12,
