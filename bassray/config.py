@@ -70,6 +70,11 @@ class AutoencoderConfig:
     # The latent carries the input's level and onset strength in each of this many parts of every
     # latent frame (2 x parts channels; 0 = off, the paper's latent): bassray/models/rhythm_code.py.
     rhythm_parts: int = 0
+    # Training only: Gaussian noise on the learnt latent channels before decoding, each example at a
+    # level drawn from [0, latent_noise] x the channel's spread (0 = off, the paper's autoencoder).
+    # The decoder learns to turn a latent near a true one into a clean note, as a generated one is,
+    # and to take timing and pitch from the codes, which stay exact.
+    latent_noise: float = 0.0
 
 
 @dataclass

@@ -68,3 +68,20 @@ def test_the_probe_reads_note_onsets_off_the_codes_peaks():
     assert code_onset_scores(z, layout, 4, 0.064, starts) == pytest.approx({"onset_f1": 1.0, "note_rate": 1.0})
     assert code_onset_scores(z, layout, 4, 0.064, starts + 0.2)["onset_f1"] == 0.0
     assert code_onset_scores(z, layout, 4, 0.064, None) == {}
+
+
+def test_training_noise_touches_only_the_learnt_channels_and_only_in_training():
+    config = load_config("tiny", ["bass_autoencoder.latent_noise=0.5"])
+    model = Autoencoder(config.bass_autoencoder, config.audio)
+    layout = model.layout
+    z = torch.randn(4, layout.total, 8)
+    model.train()
+    noised = model._with_training_noise(z)
+    assert noised.shape == z.shape
+    assert torch.equal(noised[:, layout.learnt:], z[:, layout.learnt:])      # codes stay exact
+    assert not torch.allclose(noised[:, layout.learnt_slice], z[:, layout.learnt_slice])
+    assert (noised - z).abs().max() < 6 * 0.5 * z.std()                       # at most ~latent_noise x spread
+    model.eval()
+    assert torch.equal(model._with_training_noise(z), z)
+    with pytest.raises(ValueError, match="latent_noise"):
+        Autoencoder(load_config("tiny", ["bass_autoencoder.latent_noise=-1"]).bass_autoencoder, config.audio)

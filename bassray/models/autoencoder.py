@@ -116,6 +116,8 @@ class Autoencoder(LatentAutoencoder):
         if ae_cfg.rhythm_parts < 0 or (ae_cfg.rhythm_parts and frames_per_latent % ae_cfg.rhythm_parts):
             raise ValueError(f"rhythm_parts must be 0 (off) or divide the {frames_per_latent} STFT frames of "
                              f"a latent frame, got {ae_cfg.rhythm_parts}")
+        if ae_cfg.latent_noise < 0:
+            raise ValueError(f"latent_noise is a noise level >= 0 (0 = off), got {ae_cfg.latent_noise}")
         self.layout = LatentLayout.of(ae_cfg)
         self.pitch_parts = ae_cfg.pitch_parts if ae_cfg.phase == "harmonic" else 0
         self.pitch_channels = self.layout.pitch
@@ -175,11 +177,22 @@ class Autoencoder(LatentAutoencoder):
     def forward(self, wav: torch.Tensor) -> AutoencoderOutput:
         wav = self._check_wav(wav)
         z, input_log_mag = self._encode(wav)
-        log_mag, phase = self._decode_spectrum(z)
+        log_mag, phase = self._decode_spectrum(self._with_training_noise(z))
         full = z.shape[-1] * self.hop_samples
         recon = self.spectrum_to_wave(self.log_power_to_magnitude(log_mag), phase, full)
         return AutoencoderOutput(wav=recon[..., :wav.shape[-1]].to(wav.dtype), log_mag=log_mag,
                                  latent=z, input_log_mag=input_log_mag)
+
+    def _with_training_noise(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` with noise on its learnt channels (config ``latent_noise``), in training mode only:
+        per example a level uniform in [0, latent_noise], times each channel's spread in the batch."""
+        if not (self.training and self.cfg.latent_noise > 0):
+            return z
+        learnt = z[:, self.layout.learnt_slice]
+        spread = learnt.detach().std(dim=(0, 2), keepdim=True)
+        level = self.cfg.latent_noise * torch.rand(z.shape[0], 1, 1, device=z.device, dtype=z.dtype)
+        noised = learnt + level * spread * torch.randn_like(learnt)
+        return torch.cat([noised, z[:, self.layout.learnt:]], dim=1)
 
     # --- spectrogram <-> features ------------------------------------------------------------------
     def input_log_magnitude(self, wav: torch.Tensor) -> torch.Tensor:
