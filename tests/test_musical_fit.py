@@ -117,3 +117,13 @@ def test_harmonic_phase_with_the_true_magnitude_keeps_pitch(song):
     rebuilt = torch.polar(spec.abs(), torch.atan2(phase[1], phase[0]))
     wav = torch.istft(rebuilt, 1024, 256, window=window, length=bass.shape[-1]).numpy()
     assert reconstruction_fidelity(bass.numpy(), wav, RATE)["pitch_accuracy"] >= 0.8
+
+
+def test_each_held_out_song_draws_its_own_noise_whatever_its_batch():
+    from bassray.eval.evaluate import song_seed
+    keys = [f"test-synth-{i:06d}-s000" for i in range(64)]
+    seeds = [song_seed(0, k) for k in keys]
+    assert len(set(seeds)) == len(keys)                      # no two songs share a seed
+    assert seeds == [song_seed(0, k) for k in keys]          # the same song, the same seed
+    assert song_seed(1, keys[0]) != seeds[0]                 # the run's seed changes every song's
+    assert all(0 <= s < 2**31 for s in seeds)

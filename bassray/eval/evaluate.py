@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -107,6 +108,11 @@ def mean_scores(basses: Sequence[np.ndarray], truths: Sequence[TrueBass]) -> dic
     return mean_metrics([truth.score(b) for b, truth in zip(basses, truths)])
 
 
+def song_seed(seed: int, key: str) -> int:
+    """The sampling seed of one held-out song: the run's ``seed`` mixed with a stable hash of the key."""
+    return (seed * 1_000_003 + zlib.crc32(key.encode())) % 2**31
+
+
 class SongScorer:
     """Ray Data actor: loads the diffusion bundle once, then for a batch of songs generates
     (conditional, also without the harmony snap where it is on, and unconditional), reconstructs,
@@ -117,8 +123,8 @@ class SongScorer:
         torch.set_num_threads(1)
         from bassray.inference import BassGenerator
         self.generator = BassGenerator.from_bundle(bundle_dir)
-        if harmony is not None:  # the caller's snap width instead of the bundle's
-            self.generator.config.sampler.harmony_snap = harmony
+        # The caller's snap width, else the bundle's; it travels in each request's settings.
+        self.harmony = self.generator.config.sampler.harmony_snap if harmony is None else float(harmony)
         self.steps = steps or self.generator.config.sampler.steps_for()
         self.seed = seed
         self.audio_dir = Path(audio_dir)
@@ -132,17 +138,21 @@ class SongScorer:
         from bassray.inference import GenerationSettings, decode_chunked, encode_chunked
         sampler = self.generator.config.sampler
         mixes = list(batch["mix"])
-        def settings(weight: float, harmony: float) -> list:
-            return [GenerationSettings(steps=self.steps, cfg_weight=weight, rescale_phi=sampler.rescale_phi,
-                                       seed=self.seed + i, harmony=harmony) for i in range(len(mixes))]
+        # Each song's noise comes from its key, so a song gets the same sample whatever batch it lands in.
+        seeds = [song_seed(self.seed, str(key)) for key in batch["key"]]
+        def settings(weight: float, phi: float, harmony: float) -> list:
+            return [GenerationSettings(steps=self.steps, cfg_weight=weight, rescale_phi=phi, seed=seed,
+                                       harmony=harmony) for seed in seeds]
         made = {}
-        if sampler.harmony_snap > 0 and self.generator.can_snap_to_harmony:  # the same samples, both ways
+        conditional = settings(sampler.cfg_weight, sampler.rescale_phi, self.harmony)
+        if self.harmony > 0 and self.generator.can_snap_to_harmony:  # the same samples, both ways
             made["generated"], made["generated_no_snap"] = self.generator.generate_with_and_without_snap(
-                mixes, settings(sampler.cfg_weight, sampler.harmony_snap))
+                mixes, conditional)
         else:
-            made["generated"] = self.generator.generate(mixes, settings(sampler.cfg_weight, 0.0))
-        # The unconditional floor must not hear the mix, so it gets no harmony snap either.
-        made["unconditional"] = self.generator.generate(mixes, settings(0.0, 0.0))
+            made["generated"] = self.generator.generate(mixes, conditional)
+        # The unconditional floor must not hear the mix: no snap, and no rescale (which scales the
+        # output by the conditional estimate's spread).
+        made["unconditional"] = self.generator.generate(mixes, settings(0.0, 0.0, 0.0))
         results = []
         for i, key in enumerate(batch["key"]):
             rate, truth = int(batch["sample_rate"][i]), json.loads(str(batch["truth"][i]))
