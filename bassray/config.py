@@ -68,7 +68,7 @@ class AutoencoderConfig:
     # The last 12 latent channels carry the input's chroma per latent frame (the mix autoencoder).
     chroma: bool = False
     # The latent carries the input's level and onset strength in each of this many parts of every
-    # latent frame (2 x parts channels; 0 = off, the paper's latent): bassray/models/rhythm_code.py.
+    # latent frame (3 x parts channels; 0 = off, the paper's latent): bassray/models/rhythm_code.py.
     rhythm_parts: int = 0
     # Training only: Gaussian noise on the learnt latent channels before decoding, each example at a
     # level drawn from [0, latent_noise] x the channel's spread (0 = off, the paper's autoencoder).

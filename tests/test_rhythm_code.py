@@ -26,9 +26,9 @@ def test_the_code_marks_where_a_note_sounds_and_where_it_starts():
     layout = model.layout
     # Silence, then a note from the 11th part (0.640 s = 10 x 64 ms) to the 24th: a code per part.
     z = model.encode(_tone_from(0.640, 1.536))
-    code = z[0, layout.rhythm_slice]                                # [8, L]: 4 levels, then 4 onsets
+    code = z[0, layout.rhythm_slice]                                # [12, L]: 4 levels, 4 onsets, 4 low
     level = code[:4].T.reshape(-1)                                  # part by part over time
-    onset = code[4:].T.reshape(-1)
+    onset = code[4:8].T.reshape(-1)
     # (The centred 1024-point STFT lets a note show one part early and late.)
     assert level[:9].max() < level[11:24].min() - 1.0               # loud where the note sounds
     assert level[25:].max() < level[11:24].min() - 1.0              # and quiet after it stops
@@ -36,11 +36,29 @@ def test_the_code_marks_where_a_note_sounds_and_where_it_starts():
     assert onset[12:22].max() < 0.1 * onset.max()                   # a held note is no new onset (its abrupt end clicks)
 
 
+def test_the_low_band_onset_hears_the_kick_and_not_the_hats():
+    model = _tiny_with_rhythm()
+    layout = model.layout
+    t = torch.arange(int(2.048 * RATE)) / RATE
+    gen = torch.Generator().manual_seed(0)
+    # A hi-hat: 30 ms noise bursts every 128 ms, high-passed by differencing twice (no energy below 150 Hz).
+    noise = torch.randn(t.shape[0] + 2, generator=gen)
+    hats = 0.3 * (noise[2:] - 2 * noise[1:-1] + noise[:-2]) * ((t % 0.128) < 0.03)
+    kick = 0.5 * torch.sin(2 * torch.pi * 60.0 * t) * torch.exp(-(t - 1.0).clamp_min(0) * 20) * (t >= 1.0)
+    code = model.encode(torch.stack([hats + kick, hats + kick])[None])[0, layout.rhythm_slice]
+    onset, low = code[4:8].T.reshape(-1), code[8:12].T.reshape(-1)
+    kick_part = int(low.argmax())
+    assert kick_part in (14, 15, 16)                                 # the kick at 1.0 s: part 15.6
+    others = torch.cat([low[:kick_part - 1], low[kick_part + 2:]])
+    assert others.max() < 0.2 * low.max()                           # the hats are not in the low band
+    assert (onset > 0.3 * onset.max()).sum() > 8                    # but they are most of the whole-band onsets
+
+
 def test_codes_trail_the_learnt_channels_and_chroma_and_pitch_stay_last():
     config = load_config("tiny", ["bass_autoencoder.rhythm_parts=4", "mix_autoencoder.rhythm_parts=2"])
     bass, mix = LatentLayout.of(config.bass_autoencoder), LatentLayout.of(config.mix_autoencoder)
-    assert bass.pitch_slice == slice(bass.total - 12, bass.total) and bass.rhythm == 8
-    assert mix.chroma_slice == slice(mix.total - 12, mix.total) and mix.rhythm == 4
+    assert bass.pitch_slice == slice(bass.total - 12, bass.total) and bass.rhythm == 12
+    assert mix.chroma_slice == slice(mix.total - 12, mix.total) and mix.rhythm == 6
     assert bass.learnt + bass.codes == bass.total and bass.rhythm_slice.stop == bass.pitch_slice.start
     # The rhythm code is computed, not learnt: the encoder's output is the learnt channels only.
     model = Autoencoder(config.bass_autoencoder, config.audio)
@@ -63,7 +81,7 @@ def test_the_probe_reads_note_onsets_off_the_codes_peaks():
     onset = torch.zeros(32)
     onset[[4, 12, 20]] = 1.0                                            # notes in parts 4, 12 and 20
     onset[[5, 13]] = 0.5                                                # their decays: no new peaks
-    z[0, layout.rhythm_slice][4:] = onset.reshape(8, 4).T
+    z[0, layout.rhythm_slice][4:8] = onset.reshape(8, 4).T
     starts = np.array([4.5, 12.5, 20.5]) * 0.064
     assert code_onset_scores(z, layout, 4, 0.064, starts) == pytest.approx({"onset_f1": 1.0, "note_rate": 1.0})
     assert code_onset_scores(z, layout, 4, 0.064, starts + 0.2)["onset_f1"] == 0.0

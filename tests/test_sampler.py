@@ -187,7 +187,7 @@ def test_channel_weight_scales_each_target_channel_of_the_v_loss():
     weight, layout = code_channel_weight(config), LatentLayout.of(config.bass_autoencoder)
     assert weight.shape == (40,) and torch.all(weight[layout.learnt_slice] == 1)
     assert torch.all(weight[layout.pitch_slice] == config.diffusion_training.pitch_loss_weight)
-    assert torch.all(weight[layout.rhythm_slice] == 7) and layout.rhythm == 8
+    assert torch.all(weight[layout.rhythm_slice] == 7) and layout.rhythm == 12
     pitch = layout.pitch
     only_pitch = torch.zeros(32)
     only_pitch[-pitch:] = 1.0

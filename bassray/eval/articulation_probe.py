@@ -57,7 +57,7 @@ def code_onset_scores(latent: torch.Tensor, layout, parts: int, part_seconds: fl
     channels against the true note onsets: how well the code itself, before any decoding, says
     when notes start."""
     from bassray.eval.articulation import onset_scores
-    onset = latent[0, layout.rhythm_slice][parts:].T.reshape(-1).numpy()      # part by part over time
+    onset = latent[0, layout.rhythm_slice][parts:2 * parts].T.reshape(-1).numpy()  # part by part over time
     peaks = [j for j in range(len(onset)) if onset[j] > threshold
              and onset[j] >= onset[max(j - 1, 0)] and onset[j] >= onset[min(j + 1, len(onset) - 1)]]
     return onset_scores((np.array(peaks, float) + 0.5) * part_seconds, truth_onsets)

@@ -27,7 +27,7 @@ from torch import nn
 from bassray.config import AudioConfig, AutoencoderConfig
 from bassray.models.conv_blocks import Downsample1d, Upsample1d, residual_stack
 from bassray.models.latent_layout import LatentLayout
-from bassray.models.rhythm_code import rhythm_code
+from bassray.models.rhythm_code import low_band_bins, rhythm_code
 from bassray.models.harmonic_phase import (PITCH_SEMITONES, frame_chroma, harmonic_phase, pitch_code,
                                            pitch_from_code, pitch_targets, semitones_to_bins,
                                            snap_to_semitones)
@@ -220,7 +220,8 @@ class Autoencoder(LatentAutoencoder):
         # carries the fine tuning, which bf16's 8-bit mantissa would round (by up to 0.2 semitone).
         z = z.float()
         if self.rhythm_parts:
-            z = torch.cat([z, rhythm_code(log_mag, self.rhythm_parts, self.frames_per_latent).float()], dim=1)
+            z = torch.cat([z, rhythm_code(log_mag, self.rhythm_parts, self.frames_per_latent,
+                                        low_band_bins(self.sample_rate, self.cfg.n_fft)).float()], dim=1)
         if self.chroma_channels:
             chroma = frame_chroma(spec, self.sample_rate, self.hop_samples // self.cfg.hop_length)
             z = torch.cat([z, chroma.float()], dim=1)

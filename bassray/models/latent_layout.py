@@ -1,6 +1,6 @@
 """Where each kind of channel sits in an autoencoder's latent: the one place that says so.
 
-``[learnt | rhythm code (2 x rhythm_parts) | chroma (12, mix) | pitch code (3 x pitch_parts)]``
+``[learnt | rhythm code (3 x rhythm_parts) | chroma (12, mix) | pitch code (3 x pitch_parts)]``
 
 The learnt channels come first; the deterministic codes trail them, computed from the input rather
 than learnt (bassray/models/autoencoder.py). Chroma and the pitch code stay last, so "the last 12"
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 CHROMA_CHANNELS = 12
 PITCH_CODE_CHANNELS = 3     # per part: pitch class on a circle (cos, sin) and height
-RHYTHM_CODE_CHANNELS = 2    # per part: level and onset strength
+RHYTHM_CODE_CHANNELS = 3    # per part: level, onset strength, low-band onset strength
 
 
 @dataclass(frozen=True)
