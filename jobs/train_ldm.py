@@ -2,7 +2,7 @@
 
     ray job submit --working-dir . -- python jobs/train_ldm.py --latents /data/latents \
         --mix-bundle ~/bassray/bundles/autoencoder-mix-paper --target-bundle ~/bassray/bundles/autoencoder-bass-paper \
-        --config paper --num-workers 4 --use-gpu
+        --config paper-pitch --num-workers 4 --use-gpu
 
 Re-running with the same --run-name resumes. The self-contained bundle (U-Net EMA weights, latent
 statistics, both autoencoders) goes to <root>/bundles/<run-name> and is registered in MLflow as

@@ -1,6 +1,6 @@
 """Autoencoder speed: encode + decode real-time factor (audio seconds per compute second).
 
-    python jobs/benchmark.py autoencoder --config paper --seconds 10 --threads 2
+    python jobs/benchmark.py autoencoder --config paper-pitch --seconds 10 --threads 2
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 the U-Net's achieved FLOP/s beside this machine's measured matmul peak, and peak memory.
 
     python jobs/benchmark.py generate --config tiny --seconds 30 --steps 64 --cfg 2.0
-    python jobs/benchmark.py generate --config paper --seconds 30 --dtypes fp32 bf16 --memory-minutes 3
+    python jobs/benchmark.py generate --config paper-pitch --seconds 30 --dtypes fp32 bf16 --memory-minutes 3
 
 Weights are random (speed does not depend on them) unless --bundle is given.
 """

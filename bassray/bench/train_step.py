@@ -1,9 +1,9 @@
 """One training step of either stage: time, model FLOP utilisation beside the peak measured in the
 same run, and where the time goes (torch.profiler's top operators), without Ray or DeepSpeed.
 
-    python jobs/benchmark.py train-step --config paper --batch 8 --frames 256 --threads 2
-    python jobs/benchmark.py train-step --stage autoencoder --config paper --batch 4 --threads 2
-    python jobs/benchmark.py train-step --config paper --batch 128 --device cuda --dtype auto --compile reduce-overhead
+    python jobs/benchmark.py train-step --config paper-pitch --batch 8 --frames 256 --threads 2
+    python jobs/benchmark.py train-step --stage autoencoder --config paper-pitch --batch 4 --threads 2
+    python jobs/benchmark.py train-step --config paper-pitch --batch 128 --device cuda --dtype auto --compile reduce-overhead
 
 Random data and weights: speed does not depend on them. The steps are the real ones: the v-loss
 with conditioning dropout and noise, or the autoencoder's generator step (reconstruction, MSSD and
