@@ -151,11 +151,19 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     for section in ("fad_steps", "fad_guidance"):
         assert (report_dir / report[section]["plot"]).exists()
         assert all(p["fad"] >= 0 and 0 <= p["chord_tone"] <= 1 for p in report[section]["points"])
-    assert set(report["matching"]["top1"]) == {"generated", "true", "shuffled"}
+    # Every section records the snap width it decoded with, and scores the same samples without it.
+    width = config.sampler.harmony_snap
+    assert width > 0 and all(p["harmony"] == width and 0 <= p["chord_tone_no_snap"] <= 1
+                             for s in ("fad_steps", "fad_guidance") for p in report[s]["points"])
+    assert report["matching"]["harmony"] == report["style"]["harmony"] == report["length"]["harmony"] == width
+    assert set(report["matching"]["top1"]) == {"generated", "generated_no_snap", "true", "shuffled"}
     assert (report_dir / "matching.png").exists()
-    assert set(report["style"]["table"]) == {"grounded", "ungrounded", "true bass (another program)"}
+    assert set(report["style"]["table"]) == {"grounded", "ungrounded", "grounded, without the harmony snap",
+                                             "ungrounded, without the harmony snap", "true bass (another program)"}
     assert "contrastive_distance" in report["style"]["table"]["grounded"]
     assert [len(v) for v in report["length"]["multiples"].values()] == [1, 2]
+    assert all("chord_tone_no_snap" in s for v in report["length"]["multiples"].values() for s in v)
+    assert text.count(f"harmony snap at width {width:g}") == 5  # both sweeps, matching, style, length
     page = (report_dir / "report.html").read_text()
     assert "<audio" in page and "Length generalisation" in page and "Style grounding" in page
 

@@ -35,6 +35,8 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     from bassray.config import load_config_json
     from bassray.train.bundle import CONFIG_FILE, read_bundle_metadata
     options = options or ExperimentOptions(seed=seed)
+    if harmony is not None:  # every section decodes with the caller's snap width
+        options.harmony = harmony
     wanted = list(only) if only else [s for s in SECTIONS if s != "matching" or options.contrastive]
     unknown = sorted(set(wanted) - set(SECTIONS))
     if unknown:
@@ -58,8 +60,6 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     if rest:
         from bassray.inference import BassGenerator
         generator = BassGenerator.from_bundle(bundle_dir)
-        if harmony is not None:
-            generator.config.sampler.harmony_snap = harmony
         for section in rest:
             started = time.perf_counter()
             log.info("evaluate: section %s", section)

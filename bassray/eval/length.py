@@ -37,12 +37,15 @@ def long_songs(config, count: int, seconds: float, seed: int = 0) -> list[dict[s
 
 def length_generalisation(generator, songs: list[dict[str, Any]], crop_frames: int, embedding, *,
                           multiples: Sequence[int] = (1, 2, 4), steps: int, cfg_weight: float,
-                          rescale_phi: float, seed: int = 0, mapper=map) -> dict[str, Any]:
+                          rescale_phi: float, seed: int = 0, mapper=map, harmony: float | None = None
+                          ) -> dict[str, Any]:
     """Per multiple m: generate each song's first m crops at once, then per segment k < m the mean
-    chord-tone / root agreement over songs and the FAD of segment k against all true segments."""
+    chord-tone / root agreement over songs and the FAD of segment k against all true segments;
+    decoded with the snap width ``harmony`` (None: the bundle's) and, where it is on, also without
+    it (the ``_no_snap`` fields)."""
     from bassray.data.compose import cut_ground_truth
     from bassray.eval.fad import fad_from_stats
-    from bassray.eval.sweeps import embed_clips, fits
+    from bassray.eval.sweeps import embed_clips, fits, generate_both_ways, snap_width
     from bassray.inference import GenerationSettings
     rate = generator.config.audio.sample_rate
     crop = crop_frames * generator.target_ae.hop_samples
@@ -51,22 +54,28 @@ def length_generalisation(generator, songs: list[dict[str, Any]], crop_frames: i
         raise ValueError(f"songs must last {longest * crop / rate:.1f} s for {longest}x the crop")
     true_segments = [s["target"][:, k * crop:(k + 1) * crop] for s in songs for k in range(longest)]
     true_stats = embed_clips(embedding, true_segments, rate)
+    width = snap_width(generator, harmony)
     out: dict[str, Any] = {"crop_seconds": crop / rate, "songs": len(songs), "embedding": embedding.name,
-                           "multiples": {}}
+                           "harmony": width, "multiples": {}}
     for m in multiples:
-        settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi, seed=seed + i)
-                    for i in range(len(songs))]
-        basses = generator.generate([s["mix"][:, :m * crop] for s in songs], settings)
+        settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi, seed=seed + i,
+                                       harmony=width) for i in range(len(songs))]
+        made = generate_both_ways(generator, [s["mix"][:, :m * crop] for s in songs], settings)
         segments = []
         for k in range(m):
-            clips = [b[:, k * crop:(k + 1) * crop] for b in basses]
-            scores = fits(clips, rate, [cut_ground_truth(s["truth"], k * crop / rate, (k + 1) * crop / rate)
-                                        for s in songs], mapper)
-            fad = fad_from_stats(embed_clips(embedding, clips, rate), true_stats, embedding.name)
-            segments.append({"segment": k, "start_s": k * crop / rate, "fad": fad.fad,
-                             "chord_tone": float(np.nanmean([f["chord_tone"] for f in scores])),
-                             "root": float(np.nanmean([f["root"] for f in scores]))})
-            log.info("length %dx segment %d: chord-tone %.2f, FAD %.3f", m, k, segments[-1]["chord_tone"], fad.fad)
+            segment: dict[str, Any] = {"segment": k, "start_s": k * crop / rate}
+            truths = [cut_ground_truth(s["truth"], k * crop / rate, (k + 1) * crop / rate) for s in songs]
+            for suffix, basses in zip(("", "_no_snap"), made):
+                if basses is None:
+                    continue
+                clips = [b[:, k * crop:(k + 1) * crop] for b in basses]
+                scores = fits(clips, rate, truths, mapper)
+                fad = fad_from_stats(embed_clips(embedding, clips, rate), true_stats, embedding.name)
+                segment.update({f"fad{suffix}": fad.fad,
+                                f"chord_tone{suffix}": float(np.nanmean([f["chord_tone"] for f in scores])),
+                                f"root{suffix}": float(np.nanmean([f["root"] for f in scores]))})
+            segments.append(segment)
+            log.info("length %dx segment %d: chord-tone %.2f, FAD %.3f", m, k, segment["chord_tone"], segment["fad"])
         out["multiples"][str(m)] = segments
     truths = [cut_ground_truth(s["truth"], k * crop / rate, (k + 1) * crop / rate) for s in songs for k in range(longest)]
     out["true_chord_tone"] = float(np.nanmean([f["chord_tone"] for f in fits(true_segments, rate, truths, mapper)]))
@@ -78,11 +87,13 @@ def length_table(result: dict[str, Any]) -> str:
     lines = [f"{result['songs']} fresh songs; segments of {result['crop_seconds']:.1f} s (the training crop); "
              f"FAD ({result['embedding']}) against all true segments; true bass chord-tone "
              f"{result['true_chord_tone']:.2f}.", "",
-             "| generated at | segment | starts at | chord-tone | root | FAD |", "|---|---:|---:|---:|---:|---:|"]
+             "| generated at | segment | starts at | chord-tone | root | FAD | chord-tone without the snap |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for m, segments in result["multiples"].items():
         for s in segments:
+            raw = f"{s['chord_tone_no_snap']:.2f}" if "chord_tone_no_snap" in s else "–"
             lines.append(f"| {m}x | {s['segment'] + 1} | {s['start_s']:.1f} s | {s['chord_tone']:.2f} | "
-                         f"{s['root']:.2f} | {s['fad']:.3f} |")
+                         f"{s['root']:.2f} | {s['fad']:.3f} | {raw} |")
     return "\n".join(lines)
 
 

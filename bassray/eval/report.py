@@ -14,16 +14,30 @@ PLAYERS = (("mix", "mix"), ("generated", "generated bass"), ("mix_plus_generated
            ("true", "true bass"), ("unconditional", "unconditional model"))
 
 
+def snap_words(width: float | None) -> str:
+    """How a section decoded, in words (reports from before the width was recorded say so)."""
+    if width is None:
+        return "harmony snap width not recorded"
+    return f"decoded with the harmony snap at width {width:g} (scored without it too)" if width > 0 \
+        else "decoded without the harmony snap"
+
+
 def sweep_markdown(title: str, section: dict[str, Any], x: str, extra: str | None = None) -> list[str]:
     base = section["baselines"]
-    lines = [f"## {title}", "", f"{section['songs']} held-out songs; FAD ({section['embedding']}) against their "
-             f"true basses; chord-tone agreement (pYIN) on {section['fit_songs']} of them.", "",
+    points = section["points"]
+    both = any("chord_tone_no_snap" in p for p in points)
+    width = points[0].get("harmony") if points else None
+    lines = [f"## {title}", "", f"{section['songs']} held-out songs, {snap_words(width)}; FAD ({section['embedding']}) "
+             f"against their true basses; chord-tone agreement (pYIN) on {section['fit_songs']} of them.", "",
              f"![{title}]({section['plot']})", "",
-             f"| {x} |" + (f" {extra} |" if extra else "") + " FAD | chord-tone |",
-             "|---:|" + ("---:|" if extra else "") + "---:|---:|"]
-    for p in section["points"]:
+             f"| {x} |" + (f" {extra} |" if extra else "") + " FAD | chord-tone |"
+             + (" FAD without the snap | chord-tone without the snap |" if both else ""),
+             "|---:|" + ("---:|" if extra else "") + "---:|---:|" + ("---:|---:|" if both else "")]
+    for p in points:
         shown = f" {p[extra]:g} |" if extra and isinstance(p[extra], (int, float)) else f" {p.get(extra, '')} |"
-        lines.append(f"| {p[x]:g} |" + (shown if extra else "") + f" {p['fad']:.3f} | {p['chord_tone']:.2f} |")
+        raw = (f" {p.get('fad_no_snap', float('nan')):.3f} | {p.get('chord_tone_no_snap', float('nan')):.2f} |"
+               if both else "")
+        lines.append(f"| {p[x]:g} |" + (shown if extra else "") + f" {p['fad']:.3f} | {p['chord_tone']:.2f} |" + raw)
     lines += ["", "Baselines: " + "; ".join(
         f"{name}: FAD {base['fad'].get(name, float('nan')):.3f}, chord-tone {value:.2f}"
         for name, value in base["chord_tone"].items()) + ".", ""]
@@ -43,13 +57,16 @@ def sections_markdown(report: dict[str, Any]) -> str:
         m = report["matching"]
         parts += ["## Which mix does a bass belong to? (Fig. 3)", "",
                   f"The contrastive model's soft assignment between {m['mixes']} held-out mixes and one bass "
-                  f"each; top-1 = how often a mix's own bass is the most similar (chance {m['chance']:.2f}).", "",
+                  f"each, {snap_words(m.get('harmony'))}; top-1 = how often a mix's own bass is the most similar "
+                  f"(chance {m['chance']:.2f}).", "",
                   f"![assignment matrices]({m['plot']})", "", "| bass | top-1 |", "|---|---:|"]
         parts += [f"| {kind} | {value:.2f} |" for kind, value in m["top1"].items()] + [""]
     if "style" in report:
-        parts += ["## Style grounding (Table 1)", "", style_table(report["style"]), ""]
+        parts += ["## Style grounding (Table 1)", "", f"Generated basses {snap_words(report['style'].get('harmony'))}.",
+                  "", style_table(report["style"]), ""]
     if "length" in report:
-        parts += ["## Length generalisation", "", length_table(report["length"]), ""]
+        parts += ["## Length generalisation", "", f"Generated basses {snap_words(report['length'].get('harmony'))}.",
+                  "", length_table(report["length"]), ""]
     return "\n".join(parts)
 
 

@@ -34,6 +34,7 @@ class ExperimentOptions:
     fad_weights: str | None = None   # a checkpoint file, or the contrastive bundle folder
     contrastive: str | None = None   # contrastive bundle: matching, style distances
     seed: int = 0
+    harmony: float | None = None     # snap width every section decodes with (None: the bundle's)
 
 
 def _write_json(out: Path, name: str, data: Any) -> None:
@@ -74,6 +75,7 @@ def run_fad_sweep(kind: str, generator, rows: list[dict[str, Any]], out: Path, o
     fit_songs = min(opts.fit_songs, len(rows))
 
     def score(**point):
+        point.setdefault("harmony", opts.harmony)
         return sweeps.score_setting(generator, rows, embedding, true_stats, seed=opts.seed, fit_songs=fit_songs,
                                     mapper=mapper, **point)
 
@@ -99,6 +101,7 @@ def run_fad_sweep(kind: str, generator, rows: list[dict[str, Any]], out: Path, o
 
 
 def run_matching(generator, rows: list[dict[str, Any]], out: Path, opts: ExperimentOptions) -> dict[str, Any]:
+    from bassray.eval.evaluate import song_seed
     from bassray.eval.matching import matching, plot_assignment
     from bassray.inference import GenerationSettings
     from bassray.train.contrastive_bundle import load_contrastive
@@ -109,13 +112,17 @@ def run_matching(generator, rows: list[dict[str, Any]], out: Path, opts: Experim
     rows = rows[:opts.matching_songs]
     sampler = generator.config.sampler
     mixes = [r["mix"] for r in rows]
-    generated = generator.generate(mixes, [GenerationSettings(steps=sampler.steps, cfg_weight=sampler.cfg_weight,
-                                                              rescale_phi=sampler.rescale_phi, seed=opts.seed + i)
-                                           for i in range(len(rows))])
-    result = matching(model, mixes, {"generated": generated, "true": [r["target"] for r in rows]})
+    width = sweeps.snap_width(generator, opts.harmony)
+    generated, unsnapped = sweeps.generate_both_ways(generator, mixes, [GenerationSettings(
+        steps=sampler.steps, cfg_weight=sampler.cfg_weight, rescale_phi=sampler.rescale_phi,
+        seed=song_seed(opts.seed, r["key"]), harmony=width) for r in rows])
+    basses = {"generated": generated, "true": [r["target"] for r in rows]}
+    if unsnapped is not None:
+        basses["generated_no_snap"] = unsnapped
+    result = matching(model, mixes, basses)
     plot_assignment({k: result["matrices"][k] for k in ("generated", "true", "shuffled")},
                     out / "matching.png", result["chance"], result["top1"])
-    result["plot"] = "matching.png"
+    result.update(plot="matching.png", harmony=width)
     _write_json(out, "matching.json", result)
     return {k: v for k, v in result.items() if k != "matrices"}
 
@@ -134,7 +141,8 @@ def run_style(generator, rows: list[dict[str, Any]], data_dir: str, out: Path, o
         contrastive = load_contrastive(opts.contrastive)
     sampler = generator.config.sampler
     result = style_grounding(generator, rows, classifier, contrastive=contrastive, steps=sampler.steps,
-                             cfg_weight=sampler.cfg_weight, rescale_phi=sampler.rescale_phi, seed=opts.seed)
+                             cfg_weight=sampler.cfg_weight, rescale_phi=sampler.rescale_phi, seed=opts.seed,
+                             harmony=opts.harmony)
     result["classifier_train_clips"] = len(clips)
     _write_json(out, "style.json", result)
     return result
@@ -152,6 +160,6 @@ def run_length(generator, out: Path, opts: ExperimentOptions, mapper: sweeps.Map
     result = length_generalisation(generator, songs, crop_frames, load_embedding("chroma-mfcc"),
                                    multiples=opts.length_multiples, steps=config.sampler.steps,
                                    cfg_weight=config.sampler.cfg_weight, rescale_phi=config.sampler.rescale_phi,
-                                   seed=opts.seed, mapper=mapper)
+                                   seed=opts.seed, mapper=mapper, harmony=opts.harmony)
     _write_json(out, "length.json", result)
     return result

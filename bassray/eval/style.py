@@ -79,11 +79,14 @@ def references(rows: list[dict[str, Any]], target: str) -> list[int]:
 
 
 def style_grounding(generator, rows: list[dict[str, Any]], classifier: ProgramClassifier, *,
-                    contrastive=None, steps: int, cfg_weight: float, rescale_phi: float, seed: int = 0
-                    ) -> dict[str, Any]:
-    """Table 1 (see the module doc) over held-out ``rows`` (mix, target, truth)."""
+                    contrastive=None, steps: int, cfg_weight: float, rescale_phi: float, seed: int = 0,
+                    harmony: float | None = None) -> dict[str, Any]:
+    """Table 1 (see the module doc) over held-out ``rows`` (mix, target, truth), decoded with the
+    snap width ``harmony`` (None: the bundle's) and, where it is on, also without it."""
     import torch
 
+    from bassray.eval.evaluate import song_seed
+    from bassray.eval.sweeps import generate_both_ways, snap_width
     from bassray.inference import GenerationSettings
     target = generator.config.data.target_stem
     rate = generator.config.audio.sample_rate
@@ -91,10 +94,13 @@ def style_grounding(generator, rows: list[dict[str, Any]], classifier: ProgramCl
     ref_audio = [rows[j]["target"] for j in refs]
     mixes = [r["mix"] for r in rows]
     made = {}
+    width = snap_width(generator, harmony)
     for kind, styles in (("grounded", ref_audio), ("ungrounded", [None] * len(rows))):
-        made[kind] = generator.generate(mixes, [GenerationSettings(
-            steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi, seed=seed + i, style_audio=s)
-            for i, s in enumerate(styles)])
+        made[kind], unsnapped = generate_both_ways(generator, mixes, [GenerationSettings(
+            steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi, seed=song_seed(seed, r["key"]),
+            style_audio=s, harmony=width) for r, s in zip(rows, styles)])
+        if unsnapped is not None:
+            made[f"{kind}, without the harmony snap"] = unsnapped
     made["true bass (another program)"] = [r["target"] for r in rows]
     ref_programs = np.array([program_of(rows[j], target) for j in refs])
     ref_means = torch.stack([generator.style_mean(a) for a in ref_audio])
@@ -108,7 +114,7 @@ def style_grounding(generator, rows: list[dict[str, Any]], classifier: ProgramCl
             entry["contrastive_distance"] = float((1 - (_bass_embedding(contrastive, audio) * ref_embed).sum(1)).mean())
         table[kind] = entry
     held_out_programs = np.array([program_of(r, target) for r in rows])
-    return {"songs": len(rows), "table": table,
+    return {"songs": len(rows), "table": table, "harmony": width,
             "classifier_accuracy_on_true": float((classifier.predict(made["true bass (another program)"], rate)
                                                   == held_out_programs).mean()),
             "chance": float(np.max(np.bincount(held_out_programs)) / len(rows)),

@@ -36,25 +36,49 @@ def fits(basses: Sequence[np.ndarray], rate: int, truths: Sequence[dict[str, Any
     return list(mapper(bass_fit, basses, [rate] * len(basses), truths))
 
 
+def snap_width(generator, harmony: float | None) -> float:
+    """The harmony snap width a section decodes with: ``harmony``, else the bundle's; 0 where the
+    bundle cannot snap (no pitch code or chroma)."""
+    width = generator.config.sampler.harmony_snap if harmony is None else float(harmony)
+    return width if generator.can_snap_to_harmony else 0.0
+
+
+def generate_both_ways(generator, mixes: list[np.ndarray], settings: list
+                       ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """The basses as decoded with each setting's snap width and, where a snap is on, the same
+    samples decoded without it (else None)."""
+    if generator.can_snap_to_harmony and any((s.harmony or 0.0) > 0 for s in settings):
+        return generator.generate_with_and_without_snap(mixes, settings)
+    return generator.generate(mixes, settings), None
+
+
 def score_setting(generator, rows: list[dict[str, Any]], embedding, true_stats, *, steps: int, cfg_weight: float,
                   rescale_phi: float, seed: int, fit_songs: int, mapper: Mapper = map, sampler: str | None = None,
                   harmony: float | None = None) -> dict[str, Any]:
     """Generate one bass per held-out row with one setting; its FAD against the true basses and
     the mean chord-tone agreement over the first ``fit_songs`` songs (``harmony``: the snap width,
-    None = the bundle's)."""
+    None = the bundle's). Where a snap is on, the same samples are also scored without it
+    (``fad_no_snap``, ``chord_tone_no_snap``)."""
+    from bassray.eval.evaluate import song_seed
     from bassray.eval.fad import fad_from_stats
     from bassray.inference import GenerationSettings
     rate = generator.config.audio.sample_rate
     sampler = sampler or generator.config.sampler.method
-    settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi, seed=seed + i,
-                                   sampler=sampler, harmony=harmony) for i in range(len(rows))]
-    basses = generator.generate([r["mix"] for r in rows], settings)
-    result = fad_from_stats(embed_clips(embedding, basses, rate), true_stats, embedding.name)
-    scores = [f["chord_tone"] for f in fits(basses[:fit_songs], rate, [json.loads(r["truth"]) for r in rows[:fit_songs]],
-                                            mapper)]
-    return {"steps": steps, "cfg_weight": cfg_weight, "rescale_phi": rescale_phi, "sampler": sampler, "fad": result.fad,
-            "chord_tone": float(np.nanmean(scores)) if scores else float("nan"), "embedding": result.embedding,
-            "clips": result.clips_a, "frames": result.frames_a, "fit_songs": len(scores)}
+    width = snap_width(generator, harmony)
+    settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi,
+                                   seed=song_seed(seed, r["key"]), sampler=sampler, harmony=width) for r in rows]
+    truths = [json.loads(r["truth"]) for r in rows[:fit_songs]]
+    out: dict[str, Any] = {"steps": steps, "cfg_weight": cfg_weight, "rescale_phi": rescale_phi, "sampler": sampler,
+                           "harmony": width}
+    for suffix, basses in zip(("", "_no_snap"), generate_both_ways(generator, [r["mix"] for r in rows], settings)):
+        if basses is None:
+            continue
+        result = fad_from_stats(embed_clips(embedding, basses, rate), true_stats, embedding.name)
+        scores = [f["chord_tone"] for f in fits(basses[:fit_songs], rate, truths, mapper)]
+        out.update({f"fad{suffix}": result.fad,
+                    f"chord_tone{suffix}": float(np.nanmean(scores)) if scores else float("nan")})
+        out.update(embedding=result.embedding, clips=result.clips_a, frames=result.frames_a, fit_songs=len(scores))
+    return out
 
 
 def run_sweep(points: Sequence[dict[str, float]], score: Callable[..., dict[str, Any]],
