@@ -9,9 +9,11 @@ import os
 import sys
 from pathlib import Path
 
+from bassray.sampler_names import SAMPLERS
+
 
 def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="tiny", help="preset name (tiny, paper) or YAML path")
+    p.add_argument("--config", default="tiny", help="preset name (tiny, small, paper, paper-pitch) or YAML path")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field, e.g. --set data.crop_seconds=2.0 (repeatable)")
 
@@ -190,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion bundle folder or URI (s3://...; default: the newest under $BASSRAY_HOME)")
     p.add_argument("--style", type=Path, default=None, help="reference bass recording for its timbre")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: config, 64 in paper)")
-    p.add_argument("--sampler", choices=["ddim", "dpmpp-2m"], default=None,
+    p.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="ddim (the paper's) or dpmpp-2m (DPM-Solver++(2M)); default: the bundle's config")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance weight")
     p.add_argument("--rescale", type=float, default=None, help="CFG rescale phi in [0, 1]")
@@ -233,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fad-weights", default=None, help="weights file of a pretrained FAD embedding "
                    "(default for contrastive: --contrastive)")
     p.add_argument("--steps-grid", default="4,8,16,32,64,128", help="sampler steps of the fad-steps sweep")
-    p.add_argument("--samplers", default="ddim,dpmpp-2m", help="samplers the fad-steps sweep compares")
+    p.add_argument("--samplers", default=",".join(SAMPLERS), help="samplers the fad-steps sweep compares")
     p.add_argument("--weights", default="1,1.5,2,3,5", help="guidance weights w of the fad-guidance sweep")
     p.add_argument("--phis", default="0,0.5,0.7,1", help="rescale factors phi of the fad-guidance sweep")
     p.add_argument("--fit-songs", type=int, default=12, help="songs pYIN-scored per sweep point")

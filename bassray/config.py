@@ -177,7 +177,7 @@ class SamplerConfig:
     pitch_median: int = 1
 
     def __post_init__(self):
-        from bassray.diffusion.sampler import SAMPLERS
+        from bassray.sampler_names import SAMPLERS
         if self.method not in SAMPLERS:
             raise ValueError(f"sampler.method must be one of {', '.join(SAMPLERS)}, not {self.method!r}")
         if not 0.0 <= self.harmony_snap <= 4.0:
@@ -189,7 +189,8 @@ class SamplerConfig:
 
     def steps_for(self, method: str | None = None) -> int:
         """Default step count of ``method`` (default: this config's)."""
-        return self.dpmpp_steps if (method or self.method) == "dpmpp-2m" else self.steps
+        from bassray.sampler_names import default_steps
+        return default_steps(dataclasses.asdict(self), method or self.method)
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from serve.validation import CFG_RANGE, HARMONY_RANGE, RESCALE_RANGE, SAMPLER_NAMES, SEED_RANGE, STEPS_RANGE
+from bassray.sampler_names import SAMPLERS
+from serve.validation import CFG_RANGE, HARMONY_RANGE, RESCALE_RANGE, SEED_RANGE, STEPS_RANGE
 
 
 class ErrorBody(BaseModel):
@@ -71,7 +72,7 @@ GENERATE_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content":
             "style": {"type": "string", "format": "binary",
                       "description": "optional: a bass recording whose timbre the result should take"},
             "steps": _range("integer", STEPS_RANGE, "sampler steps (default: the model's for the chosen sampler)"),
-            "sampler": {"type": "string", "enum": list(SAMPLER_NAMES),
+            "sampler": {"type": "string", "enum": list(SAMPLERS),
                         "description": "ddim, or dpmpp-2m (DPM-Solver++(2M), fewer steps); default: the model's"},
             "cfg": _range("number", CFG_RANGE, "classifier-free guidance weight"),
             "rescale": _range("number", RESCALE_RANGE, "guidance rescale phi"),

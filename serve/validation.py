@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from bassray.audio import AudioReadError, conform, read_audio
+from bassray.sampler_names import SAMPLERS, default_steps
 
 # Parameter ranges accepted by POST /generate.
 STEPS_RANGE = (1, 1000)
@@ -23,7 +24,6 @@ CFG_RANGE = (0.0, 20.0)
 RESCALE_RANGE = (0.0, 1.0)
 HARMONY_RANGE = (0.0, 4.0)  # harmony snap width in fifths (bassray.models.harmony); 0 = off
 SEED_RANGE = (0, 2**63 - 1)
-SAMPLER_NAMES = ("ddim", "dpmpp-2m")  # bassray.diffusion.sampler.SAMPLERS, kept here without torch
 # What an uploaded file may be: below 8 kHz there is no music to accompany, above 192 kHz and
 # beyond stereo nobody mixes a song (and the resampler's memory grows with both).
 SAMPLE_RATE_RANGE = (8000, 192000)
@@ -54,7 +54,7 @@ class Limits:
                 "stall_timeout_s": self.stall_timeout_s, "generation_timeout_s": self.generation_timeout_s,
                 "steps": list(STEPS_RANGE), "cfg": list(CFG_RANGE), "rescale": list(RESCALE_RANGE),
                 "harmony": list(HARMONY_RANGE),
-                "seed": list(SEED_RANGE), "sampler": list(SAMPLER_NAMES)}
+                "seed": list(SEED_RANGE), "sampler": list(SAMPLERS)}
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,8 @@ def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> Genera
             raise RequestError(422, f"{name} must be true or false, got {text!r}")
         flags[name] = text in TRUE_WORDS
     sampler = _sampler(form, defaults)
-    default_steps = defaults.get("dpmpp_steps", defaults["steps"]) if sampler == "dpmpp-2m" else defaults["steps"]
     return GenerateParams(
-        steps=_number(form, "steps", int, STEPS_RANGE, int(default_steps)),
+        steps=_number(form, "steps", int, STEPS_RANGE, default_steps(defaults, sampler)),
         cfg_weight=_number(form, "cfg", float, CFG_RANGE, float(defaults["cfg_weight"])),
         rescale_phi=_number(form, "rescale", float, RESCALE_RANGE, float(defaults["rescale_phi"])),
         harmony=_number(form, "harmony", float, HARMONY_RANGE, float(defaults.get("harmony_snap", 0.0))),
@@ -117,8 +116,8 @@ def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> Genera
 
 def _sampler(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
     name = (_field(form, "sampler") or str(defaults.get("method", "ddim"))).lower()
-    if name not in SAMPLER_NAMES:
-        raise RequestError(422, f"sampler must be one of {', '.join(SAMPLER_NAMES)}, got {name!r}")
+    if name not in SAMPLERS:
+        raise RequestError(422, f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
     return name
 
 

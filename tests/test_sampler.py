@@ -194,3 +194,20 @@ def test_channel_weight_scales_each_target_channel_of_the_v_loss():
     part, _ = v_loss_per_example(model, target, cond, torch.Generator().manual_seed(0), cond_dropout=0.0,
                                  channel_weight=only_pitch)
     assert torch.all(part < plain) and torch.all(part > 0)
+
+
+def test_every_named_sampler_has_a_solver_and_a_default_step_field():
+    import dataclasses
+
+    from bassray.config import SamplerConfig
+    from bassray.sampler_names import SAMPLERS, STEP_FIELDS, default_steps
+    fields = {f.name for f in dataclasses.fields(SamplerConfig)}
+    assert set(STEP_FIELDS.values()) <= fields
+    config = SamplerConfig(steps=7, dpmpp_steps=3)
+    assert [config.steps_for(name) for name in SAMPLERS] == [7, 3]
+    assert default_steps({"steps": 5}, "dpmpp-2m") == 5          # a bundle from before dpmpp_steps
+    model = lambda z, t, c: torch.zeros_like(z)                    # noqa: E731
+    for name in SAMPLERS:
+        out = generate_latents(model, torch.zeros(1, 2, 8), target_dim=3, steps=2, cfg_weight=1.0,
+                               rescale_phi=0.0, seeds=[0], sampler=name)
+        assert out.shape == (1, 3, 8)

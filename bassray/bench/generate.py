@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from bassray.sampler_names import SAMPLERS
+
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "auto": None}  # auto: bf16 where native (bassray.precision)
 
 
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES),
                         help="auto = what `bassray generate` would choose on this machine")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--sampler", default="ddim", choices=["ddim", "dpmpp-2m"])
+    parser.add_argument("--sampler", default="ddim", choices=SAMPLERS)
     parser.add_argument("--autoencoders", default="same", choices=["same", "fp32"],
                         help="the autoencoders' dtype: the U-Net's (same) or fp32")
     parser.add_argument("--compile", default=None, choices=["default", "reduce-overhead"],

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from bassray.diffusion.schedule import alpha_sigma
+from bassray.sampler_names import check_sampler
 
 STD_EPS = 1e-8
 
@@ -71,7 +72,6 @@ def per_sample_values(name: str, value: torch.Tensor | float, batch: int, device
     return value
 
 
-SAMPLERS = ("ddim", "dpmpp-2m")
 
 
 class GuidedDenoiser:
@@ -200,9 +200,7 @@ def generate_latents(model: torch.nn.Module, cond: torch.Tensor, *, target_dim: 
                      progress: Callable[[int, int], None] | None = None, sampler: str = "ddim") -> torch.Tensor:
     """Any length: pad the condition to the U-Net's total down-sampling, sample with ``sampler``
     ("ddim" or "dpmpp-2m"), crop back."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
+    solve = {"ddim": ddim_sample, "dpmpp-2m": dpmpp_2m_sample}[check_sampler(sampler)]
     padded, length = pad_to_multiple(cond, getattr(model, "total_downsampling", 1))
-    solve = ddim_sample if sampler == "ddim" else dpmpp_2m_sample
     out = solve(model, padded, target_dim, steps, cfg_weight, rescale_phi, seeds, style_mean, style_mask, progress)
     return out[..., :length]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from bassray.eval import sweeps
+from bassray.sampler_names import SAMPLERS
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ SECTIONS = ("fit", "fad-steps", "fad-guidance", "matching", "style", "length")
 @dataclass
 class ExperimentOptions:
     steps_grid: tuple[int, ...] = sweeps.STEP_COUNTS
-    samplers: tuple[str, ...] = ("ddim", "dpmpp-2m")  # the fad-steps sweep plots each
+    samplers: tuple[str, ...] = SAMPLERS  # the fad-steps sweep plots each
     guidance_weights: tuple[float, ...] = sweeps.GUIDANCE_WEIGHTS
     rescale_phis: tuple[float, ...] = sweeps.RESCALE_PHIS
     fit_songs: int = 12              # songs scored by pYIN per sweep point (the slow part)
