@@ -76,7 +76,7 @@ def test_random_subsets_start_with_the_full_mix_and_are_distinct():
 
 def test_learnt_mix_dropout_keeps_chroma_and_drops_whole_examples():
     import torch
-    from bassray.distributed.train_ldm import drop_learnt_mix_channels
+    from bassray.train.diffusion_step import drop_learnt_mix_channels
     mix = torch.randn(256, 20, 5)
     out = drop_learnt_mix_channels(mix, 0.5, 12, torch.Generator().manual_seed(0))
     assert torch.equal(out[:, -12:], mix[:, -12:])  # chroma always kept

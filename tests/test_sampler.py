@@ -174,7 +174,7 @@ def test_channel_weight_scales_each_target_channel_of_the_v_loss():
     """Weights of one equal the plain loss; a weight only on the pitch-code channels counts only
     their error; the weights stress exactly the bass latent's pitch-code and rhythm-code channels."""
     from bassray.diffusion.schedule import v_loss_per_example
-    from bassray.distributed.train_ldm import code_channel_weight
+    from bassray.train.diffusion_step import code_channel_weight
     model = lambda z, t, c: torch.zeros_like(z)  # noqa: E731  predicts v = 0: the error is v itself
     target, cond = torch.randn(3, 32, 8), torch.randn(3, 64, 8)
     plain, _ = v_loss_per_example(model, target, cond, torch.Generator().manual_seed(0), cond_dropout=0.0)

@@ -5,8 +5,9 @@ same run, and where the time goes (torch.profiler's top operators), without Ray 
     python jobs/benchmark.py train-step --stage autoencoder --config paper-pitch --batch 4 --threads 2
     python jobs/benchmark.py train-step --config paper-pitch --batch 128 --device cuda --dtype auto --compile reduce-overhead
 
-Random data and weights: speed does not depend on them. The steps are the real ones: the v-loss
-with conditioning dropout and noise, or the autoencoder's generator step (reconstruction, MSSD and
+Random data and weights: speed does not depend on them. The steps are the real ones: training's own
+diffusion objective (bassray/train/diffusion_step.py: learnt-mix dropout, the v-loss with the config's
+conditioning dropout, noise and code-channel weights), or the autoencoder's generator step (reconstruction, MSSD and
 adversarial terms) plus its critics' step; backward; fused AdamW as training uses it (``--unfused``:
 torch's default). FLOPs are counted by torch over one executed step (forward and backward).
 """
@@ -40,8 +41,8 @@ def _diffusion(config, args, dtype):
     """(modules, step function, FLOPs of one step) for the diffusion U-Net."""
     import torch
 
-    from bassray.diffusion.schedule import v_loss
     from bassray.models.unet1d import UNet1d
+    from bassray.train.diffusion_step import DiffusionObjective
     from bassray.train.step_flops import diffusion_step_flops
     frames = args.frames or config.diffusion_training.crop_frames
     dx, dy = config.mix_autoencoder.latent_dim, config.bass_autoencoder.latent_dim
@@ -50,9 +51,10 @@ def _diffusion(config, args, dtype):
     cond = torch.randn(args.batch, dx, frames, device=args.device, dtype=dtype)
     flops = diffusion_step_flops(model, target, cond)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=not args.unfused)
+    objective = DiffusionObjective(config, args.device)
 
     def step() -> None:
-        loss, _ = v_loss(model, target, cond, cond_dropout=0.15, cond_noise=0.5)
+        loss, _ = objective(model, target, cond)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

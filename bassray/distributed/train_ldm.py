@@ -59,18 +59,6 @@ def _log_generated_example(tracker: RunTracker, generator, config: Config, mix: 
 LATENT_FILES_PER_EPOCH = 32
 
 
-def code_channel_weight(config: Config) -> torch.Tensor:
-    """``[Dy]`` v-loss weights: ``pitch_loss_weight`` on the target latent's pitch-code channels and
-    ``rhythm_loss_weight`` on its rhythm-code channels (bassray/models/latent_layout.py), 1 on the
-    learnt ones."""
-    from bassray.models.latent_layout import LatentLayout
-    layout = LatentLayout.of(config.bass_autoencoder)
-    weight = torch.ones(layout.total)
-    weight[layout.pitch_slice] = config.diffusion_training.pitch_loss_weight
-    weight[layout.rhythm_slice] = config.diffusion_training.rhythm_loss_weight
-    return weight
-
-
 # What the diffusion runs log of each bass line on the validation songs (val/<metric>_<kind>).
 VALIDATION_METRICS = ("chord_tone_coverage", "chord_tone", "chord_voiced_share", "onset_f1", "note_rate",
                       "sounding_iou", "harmonic_share", "register_error_st")
@@ -113,25 +101,13 @@ def _generated_fit(generator, config: Config, songs: list[dict[str, Any]], step:
     return out
 
 
-def drop_learnt_mix_channels(mix: torch.Tensor, fraction: float, code_channels: int,
-                              generator: torch.Generator) -> torch.Tensor:
-    """Zero the learnt channels (all but the ``code_channels`` trailing ones: rhythm code and chroma)
-    of a random ``fraction`` of the examples in a ``[B, Dx, L]`` batch of normalised mix latents."""
-    if fraction <= 0 or code_channels <= 0:
-        return mix
-    drop = torch.rand(mix.shape[0], generator=generator, device=mix.device) < fraction
-    keep_codes = torch.ones_like(mix[:1, :, :1])
-    keep_codes[:, :-code_channels] = 0
-    return torch.where(drop[:, None, None], mix * keep_codes, mix)
-
-
 def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     import deepspeed
 
-    from bassray.diffusion.schedule import v_loss
     from bassray.data.latents import load_latent_pairs
     from bassray.eval.conditioning import conditioning_losses, conditioning_losses_by_time
     from bassray.models.unet1d import UNet1d
+    from bassray.train.diffusion_step import DiffusionObjective
     from bassray.train.ema import EMA
 
     setup = setup_worker(loop_config)
@@ -183,9 +159,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
         except (FileNotFoundError, ValueError) as exc:
             log.warning("no validation latents (%s): validation losses are skipped", exc)
 
-    channel_weight = code_channel_weight(config).to(device)
-    from bassray.models.latent_layout import LatentLayout
-    mix_codes = LatentLayout.of(config.mix_autoencoder).codes
+    objective = DiffusionObjective(config, device)
     batches = infinite_batches("train", micro, {"mix": torch.float32, "target": torch.float32},
                                shuffle_buffer=8 * micro, device=device,
                                prefetch_batches=config.distributed.prefetch_batches)
@@ -196,10 +170,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     metrics: dict[str, float] = {}
     for step in range(start_step, train_cfg.max_steps):
         batch = window.next_batch(batches)
-        mix = drop_learnt_mix_channels(batch["mix"], train_cfg.learnt_mix_dropout, mix_codes, gen)
-        loss, metrics = v_loss(engine, batch["target"], mix, generator=gen,
-                               cond_dropout=train_cfg.cond_dropout, cond_noise=train_cfg.cond_noise,
-                               channel_weight=channel_weight)
+        loss, metrics = objective(engine, batch["target"], batch["mix"], generator=gen)
         engine.backward(loss)
         engine.step()
         ema.update(engine.module)

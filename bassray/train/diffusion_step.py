@@ -1,0 +1,50 @@
+"""The diffusion model's training objective, in plain PyTorch: what one step of stage 2 computes,
+shared by the Ray Train loop (bassray/distributed/train_ldm.py) and the train-step benchmark
+(bassray/bench/train_step.py), so the benchmark times the step that training runs."""
+from __future__ import annotations
+
+import torch
+
+from bassray.config import Config
+from bassray.diffusion.schedule import v_loss
+from bassray.models.latent_layout import LatentLayout
+
+
+def code_channel_weight(config: Config) -> torch.Tensor:
+    """``[Dy]`` v-loss weights: ``pitch_loss_weight`` on the target latent's pitch-code channels and
+    ``rhythm_loss_weight`` on its rhythm-code channels (bassray/models/latent_layout.py), 1 on the
+    learnt ones."""
+    layout = LatentLayout.of(config.bass_autoencoder)
+    weight = torch.ones(layout.total)
+    weight[layout.pitch_slice] = config.diffusion_training.pitch_loss_weight
+    weight[layout.rhythm_slice] = config.diffusion_training.rhythm_loss_weight
+    return weight
+
+
+def drop_learnt_mix_channels(mix: torch.Tensor, fraction: float, code_channels: int,
+                              generator: torch.Generator | None) -> torch.Tensor:
+    """Zero the learnt channels (all but the ``code_channels`` trailing ones: rhythm code and chroma)
+    of a random ``fraction`` of the examples in a ``[B, Dx, L]`` batch of normalised mix latents."""
+    if fraction <= 0 or code_channels <= 0:
+        return mix
+    drop = torch.rand(mix.shape[0], generator=generator, device=mix.device) < fraction
+    keep_codes = torch.ones_like(mix[:1, :, :1])
+    keep_codes[:, :-code_channels] = 0
+    return torch.where(drop[:, None, None], mix * keep_codes, mix)
+
+
+class DiffusionObjective:
+    """The stage-2 loss of a config: learnt-mix dropout, then the v-loss with the config's
+    conditioning dropout and noise and the code channels' weights."""
+
+    def __init__(self, config: Config, device: torch.device | str = "cpu"):
+        self.train_cfg = config.diffusion_training
+        self.channel_weight = code_channel_weight(config).to(device)
+        self.mix_code_channels = LatentLayout.of(config.mix_autoencoder).codes
+
+    def __call__(self, model, target: torch.Tensor, mix: torch.Tensor,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.train_cfg
+        mix = drop_learnt_mix_channels(mix, cfg.learnt_mix_dropout, self.mix_code_channels, generator)
+        return v_loss(model, target, mix, generator=generator, cond_dropout=cfg.cond_dropout,
+                      cond_noise=cfg.cond_noise, channel_weight=self.channel_weight)
