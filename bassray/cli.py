@@ -40,7 +40,7 @@ def cmd_data_ingest(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from bassray.train.export import export_checkpoint
+    from bassray.bundles.export import export_checkpoint
     print(export_checkpoint(args.checkpoint, args.output))
     return 0
 
@@ -51,7 +51,7 @@ def cmd_reconstruct(args) -> int:
 
     from bassray.audio import load_audio, write_audio
     from bassray.inference import decode_chunked, encode_chunked
-    from bassray.train.bundle import load_autoencoder
+    from bassray.bundles.files import load_autoencoder
     autoencoder = load_autoencoder(args.bundle)
     audio = load_audio(args.input, autoencoder.sample_rate, autoencoder.channels)
     with torch.no_grad():
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from bassray.audio import AudioReadError
-    from bassray.train.bundle import BundleError
+    from bassray.bundles.files import BundleError
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -126,14 +126,14 @@ class BassGenerator:
     def from_bundle(cls, bundle_dir: str | Path, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32, autoencoder_dtype: torch.dtype | None = None
                     ) -> "BassGenerator":
-        from bassray.train.diffusion_bundle import load_diffusion_bundle
+        from bassray.bundles.diffusion import load_diffusion_bundle
         unet, mix_ae, target_ae, stats, config = load_diffusion_bundle(bundle_dir)
         return cls(unet, mix_ae, target_ae, stats, config, device, dtype, autoencoder_dtype)
 
     @classmethod
     def from_parts(cls, unet: torch.nn.Module, mix_bundle: str | Path, target_bundle: str | Path,
                    latent_dir: str | Path, config: Config) -> "BassGenerator":
-        from bassray.train.bundle import load_autoencoder
+        from bassray.bundles.files import load_autoencoder
         device = next(unet.parameters()).device
         return cls(unet, load_autoencoder(mix_bundle), load_autoencoder(target_bundle),
                    LatentStats.load(latent_dir), config, device)

@@ -26,7 +26,7 @@ def main() -> None:
     setup_logging()
 
     from bassray.distributed.encode_latents import encode_latents
-    from bassray.train.bundle import load_bundle_state
+    from bassray.bundles.files import load_bundle_state
 
     config = load_bundle_state(args.target_bundle).config
     summary = encode_latents(config, args.data, args.out, args.mix_bundle, args.target_bundle,

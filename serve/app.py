@@ -33,8 +33,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from bassray.remote import is_uri
-from bassray.train.bundle import BundleError
-from bassray.train.bundle_store import open_remote_bundle
+from bassray.bundles.files import BundleError
+from bassray.bundles.store import open_remote_bundle
 from serve.access import ANONYMOUS, API_KEYS_FILE_ENV, KeyRing, RateLimiter, load_api_keys
 from serve.body import parse_form, read_body
 from serve.openapi import GENERATE_OPENAPI, GENERATE_RESPONSES, READ_RESPONSES, install_openapi

@@ -177,7 +177,7 @@ def write_tiny_ldm_inputs(root: Path, config, tracks: int = 6, frames: int = 24,
 
     from bassray.data.latents import LatentStats, npy_bytes
     from bassray.models.autoencoder import Autoencoder
-    from bassray.train.bundle import save_bundle
+    from bassray.bundles.files import save_bundle
 
     torch.manual_seed(seed)
     mix_bundle = save_bundle(root / "mix-ae", "autoencoder", config,

@@ -11,7 +11,7 @@ from bassray.models.autoencoder import Autoencoder, LatentAutoencoder, count_par
 from bassray.models.critics import Critics
 from bassray.train.autoencoder_losses import (critic_loss, generator_loss, hinge_critic_terms, log_mel_l1,
                                               mssd, reconstruction_l1)
-from bassray.train.bundle import (BundleError, load_autoencoder, load_bundle_state, read_bundle_metadata,
+from bassray.bundles.files import (BundleError, load_autoencoder, load_bundle_state, read_bundle_metadata,
                                   save_bundle)
 
 

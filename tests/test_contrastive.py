@@ -92,8 +92,8 @@ def test_crop_reservoir_takes_aligned_crops_from_many_segments():
 
 def test_contrastive_bundle_round_trip(tmp_path):
     from bassray.config import load_config
-    from bassray.train.bundle import BundleError, save_bundle
-    from bassray.train.contrastive_bundle import KIND, load_contrastive
+    from bassray.bundles.files import BundleError, save_bundle
+    from bassray.bundles.contrastive import KIND, load_contrastive
     model = MixBassContrastive(SMALL)
     save_bundle(tmp_path / "c", KIND, load_config("tiny"), model, metadata={"contrastive": SMALL.to_dict(), "step": 1})
     loaded = load_contrastive(tmp_path / "c")

@@ -13,7 +13,7 @@ from bassray.cli import main
 from bassray.config import load_config
 from bassray.inference import BassGenerator, GenerationSettings, decode_chunked, encode_chunked
 from bassray.models.autoencoder import Autoencoder
-from bassray.train.bundle import BundleError
+from bassray.bundles.files import BundleError
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +123,8 @@ def test_cli_reconstruct_round_trips_a_file(bundle, tmp_path):
 
 def test_a_bundle_uri_is_fetched_once_into_the_cache(bundle, tmp_path, monkeypatch):
     from bassray.inference import BassGenerator
-    from bassray.train.bundle import BundleError
-    from bassray.train.bundle_store import local_bundle
+    from bassray.bundles.files import BundleError
+    from bassray.bundles.store import local_bundle
     uri = bundle.resolve().as_uri()  # file://... goes through the same pyarrow path as s3://
     cache = tmp_path / "cache"
     first = local_bundle(uri, cache)

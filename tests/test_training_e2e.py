@@ -43,7 +43,7 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     from bassray.distributed.train_autoencoder import train_autoencoder
     from bassray.distributed.train_ldm import train_ldm
     from bassray.inference import BassGenerator, GenerationSettings
-    from bassray.train.export import read_checkpoint_state
+    from bassray.bundles.checkpoints import read_checkpoint_state
 
     uri = default_tracking_uri(bassray_home)
     # Mix autoencoder on two workers, 2 steps; then the same run name resumes to 4 steps.

@@ -18,8 +18,8 @@ def write_untrained_bundle(out_dir: str | Path, config: Config, seed: int = 0) -
     """Write a diffusion bundle (with its two autoencoder bundles) of untrained models to ``out_dir``."""
     from bassray.models.autoencoder import Autoencoder
     from bassray.models.unet1d import UNet1d
-    from bassray.train.bundle import save_bundle
-    from bassray.train.diffusion_bundle import save_diffusion_bundle
+    from bassray.bundles.files import save_bundle
+    from bassray.bundles.diffusion import save_diffusion_bundle
 
     torch.manual_seed(seed)
     mix_dim, target_dim = config.mix_autoencoder.latent_dim, config.bass_autoencoder.latent_dim

@@ -41,7 +41,7 @@ class LatentEncoder:
 
     def __init__(self, mix_bundle: str, target_bundle: str, config_dict: dict, seed: int, use_gpu: bool):
         from bassray.config import config_from_dict
-        from bassray.train.bundle import load_autoencoder
+        from bassray.bundles.files import load_autoencoder
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.mix_ae = load_autoencoder(mix_bundle).to(self.device)
         self.target_ae = load_autoencoder(target_bundle).to(self.device)

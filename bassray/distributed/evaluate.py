@@ -33,7 +33,7 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     report.json. Writes report.json, report.md and report.html under ``out_dir``. ``harmony``
     overrides the bundle's harmony snap width (``sampler.harmony_snap``; 0 = off)."""
     from bassray.config import load_config_json
-    from bassray.train.bundle import CONFIG_FILE, read_bundle_metadata
+    from bassray.bundles.files import CONFIG_FILE, read_bundle_metadata
     options = options or ExperimentOptions(seed=seed)
     if harmony is not None:  # every section decodes with the caller's snap width
         options.harmony = harmony

@@ -248,7 +248,7 @@ def export_and_register(result, *, label: str, home: Path, run_name: str, tracki
     """After ``launch``: fail clearly, export the final checkpoint to ``<home>/bundles/<run_name>``,
     log ``metrics`` and register the bundle in the run's MLflow run. (bundle, run id, version)."""
     from bassray.distributed.tracking import RunTracker
-    from bassray.train.export import export_checkpoint
+    from bassray.bundles.export import export_checkpoint
     if result.error is not None:
         raise RuntimeError(f"{label} {run_name!r} failed: {result.error}") from result.error
     bundle_dir = home / "bundles" / run_name

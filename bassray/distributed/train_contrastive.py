@@ -18,7 +18,7 @@ from bassray.distributed.runner import (bassray_home, ensure_ray, export_and_reg
 from bassray.distributed.tracking import RunTracker, default_tracking_uri
 from bassray.distributed.train_autoencoder import StageResult, write_registry_note
 from bassray.models.contrastive import ContrastiveConfig, MixBassContrastive
-from bassray.train.contrastive_bundle import ENGINE
+from bassray.bundles.contrastive import ENGINE
 
 log = logging.getLogger(__name__)
 

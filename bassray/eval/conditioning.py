@@ -104,7 +104,7 @@ def conditioning_report(bundle_dir: str, latent_dir: str, split: str = "val", cr
                         limit: int = 256, crops_per_track: int = 4) -> dict[str, float]:
     """The three losses (and the paired gaps) for a diffusion bundle's EMA weights on a latent split."""
     from bassray.data.latents import load_latent_pairs
-    from bassray.train.diffusion_bundle import load_diffusion_bundle
+    from bassray.bundles.diffusion import load_diffusion_bundle
     unet, _, _, _, config = load_diffusion_bundle(bundle_dir)
     frames = crop_frames or config.diffusion_training.crop_frames
     mix, target, tracks = load_latent_pairs(latent_dir, split, frames, limit, crops_per_track=crops_per_track,

@@ -189,6 +189,6 @@ def load_embedding(name: str = "chroma-mfcc", weights: str | Path | None = None,
         if weights is None:
             raise FileNotFoundError("the contrastive embedding needs a contrastive bundle: train one with "
                                     "`python jobs/train_contrastive.py --data SHARDS` and pass its folder")
-        from bassray.train.contrastive_bundle import load_contrastive
+        from bassray.bundles.contrastive import load_contrastive
         return ContrastiveBassEmbedding(load_contrastive(weights, device))
     return PretrainedEmbedding(name, weights, device)

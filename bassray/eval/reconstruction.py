@@ -9,7 +9,7 @@ import torch
 from bassray.data.eval_crops import held_out_crops
 from bassray.models.autoencoder import Autoencoder
 from bassray.train.autoencoder_losses import log_mel_l1, mssd
-from bassray.train.bundle import load_bundle_state, load_autoencoder
+from bassray.bundles.files import load_bundle_state, load_autoencoder
 
 
 @torch.no_grad()

@@ -105,7 +105,7 @@ def run_matching(generator, rows: list[dict[str, Any]], out: Path, opts: Experim
     from bassray.eval.evaluate import song_seed
     from bassray.eval.matching import matching, plot_assignment
     from bassray.inference import GenerationSettings
-    from bassray.train.contrastive_bundle import load_contrastive
+    from bassray.bundles.contrastive import load_contrastive
     if not opts.contrastive:
         raise ValueError("the matching section needs a contrastive model: train one with "
                          "`python jobs/train_contrastive.py --data SHARDS` and pass --contrastive BUNDLE")
@@ -138,7 +138,7 @@ def run_style(generator, rows: list[dict[str, Any]], data_dir: str, out: Path, o
     classifier = ProgramClassifier().fit(clips, programs, rate)
     contrastive = None
     if opts.contrastive:
-        from bassray.train.contrastive_bundle import load_contrastive
+        from bassray.bundles.contrastive import load_contrastive
         contrastive = load_contrastive(opts.contrastive)
     sampler = generator.config.sampler
     result = style_grounding(generator, rows, classifier, contrastive=contrastive, steps=sampler.steps,

@@ -28,7 +28,7 @@ def weights_fingerprint(bundle_dir: str | Path) -> str:
 def save_diffusion_bundle(out_dir: str | Path, config: Config, unet: torch.nn.Module,
                           stats: LatentStats, mix_bundle: str | Path, target_bundle: str | Path,
                           metadata: dict[str, Any] | None = None) -> Path:
-    from bassray.train.bundle import save_bundle
+    from bassray.bundles.files import save_bundle
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -64,8 +64,8 @@ def load_diffusion_bundle(bundle_dir: str | Path):
     """(unet, mix_autoencoder, target_autoencoder, stats, config) — all in eval mode on the CPU.
     ``bundle_dir`` may be a URI (s3://...): it is fetched once into the local bundle cache."""
     from bassray.models.unet1d import UNet1d
-    from bassray.train.bundle import BundleError, load_autoencoder, load_bundle_state, read_bundle_metadata
-    from bassray.train.bundle_store import local_bundle
+    from bassray.bundles.files import BundleError, load_autoencoder, load_bundle_state, read_bundle_metadata
+    from bassray.bundles.store import local_bundle
     bundle_dir = local_bundle(bundle_dir)
     meta = read_bundle_metadata(bundle_dir)
     if meta.get("kind") != "diffusion":

@@ -7,14 +7,14 @@ from typing import Any
 
 from bassray.config import config_from_dict
 from bassray.models.contrastive import ContrastiveConfig, MixBassContrastive
-from bassray.train.bundle import load_bundle_state, save_bundle
+from bassray.bundles.files import load_bundle_state, save_bundle
 
 KIND = "contrastive"
 ENGINE = "contrastive"  # the engine's folder in a checkpoint
 
 
 def export_contrastive_checkpoint(checkpoint_dir: str | Path, state: dict[str, Any], out_dir: str | Path) -> Path:
-    from bassray.train.export import read_engine_module_state
+    from bassray.bundles.checkpoints import read_engine_module_state
     model = MixBassContrastive(ContrastiveConfig(**state["contrastive"]))
     model.load_state_dict(read_engine_module_state(Path(checkpoint_dir) / ENGINE))
     return save_bundle(out_dir, KIND, config_from_dict(state["config"]), model,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bassray.remote import filesystem, is_uri
-from bassray.train.bundle import MANIFEST_FILE, BundleError
+from bassray.bundles.files import MANIFEST_FILE, BundleError
 
 log = logging.getLogger(__name__)
 
