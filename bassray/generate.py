@@ -56,7 +56,7 @@ def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, st
         if with_mix is not None:
             written.append(write_audio(variation_path(with_mix, i, num_samples), mix + out, in_rate))
         if midi is not None:  # the bass line as notes, for a DAW
-            from bassray.eval.transcribe import notes_to_midi, transcribe
+            from bassray.transcribe import notes_to_midi, transcribe
             path = variation_path(midi, i, num_samples)
             notes_to_midi(transcribe(out, in_rate), path)
             written.append(path)

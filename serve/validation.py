@@ -249,7 +249,7 @@ def wav_and_midi_zip(name: str, audio: bytes, bass: np.ndarray, rate: int) -> by
     """A zip of the WAV and the bass line's notes as MIDI (transcribed from the bass alone)."""
     import zipfile
 
-    from bassray.eval.transcribe import midi_bytes, transcribe
+    from bassray.transcribe import midi_bytes, transcribe
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"{name}.wav", audio)

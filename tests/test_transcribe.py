@@ -9,7 +9,7 @@ import pretty_midi
 import pytest
 
 from bassray.data.synth import read_soundfont, render_midi
-from bassray.eval.transcribe import Note, midi_bytes, note_recovery, notes_to_midi, transcribe
+from bassray.transcribe import Note, midi_bytes, note_recovery, notes_to_midi, transcribe
 
 RATE = 16000
 
