@@ -199,10 +199,11 @@ class BassGenerator:
             raise ValueError(f"harmony snap widths must be in [0, 4] fifths (0 = off), got {list(widths)}")
         if not self.can_snap_to_harmony or not any(w > 0 for w in widths):
             return latents
-        parts, n = self.target_ae.pitch_parts, self.mix_ae.chroma_channels
+        parts = self.target_ae.pitch_parts
         from bassray.models.harmonic_phase import code_of_latent, latent_with_code
         z = latents.float() * self._tgt_std + self._tgt_mean
-        chroma = cond[:, -n:].float() * self._mix_std[-n:] + self._mix_mean[-n:]          # [B, 12, L]
+        at = self.mix_ae.layout.chroma_slice
+        chroma = cond[:, at].float() * self._mix_std[at] + self._mix_mean[at]             # [B, 12, L]
         code = snap_to_harmony(code_of_latent(z, parts), chroma.repeat_interleave(parts, dim=-1),
                                torch.tensor(list(widths), dtype=torch.float32, device=z.device))
         return (latent_with_code(z, code, parts) - self._tgt_mean) / self._tgt_std

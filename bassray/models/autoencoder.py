@@ -250,7 +250,7 @@ class Autoencoder(LatentAutoencoder):
         log_mag = out[:, :spec_channels].reshape(B, self.channels, self.n_bins, -1) * LOG_MAG_SCALE + LOG_MAG_SHIFT
         if self.pitch_parts:
             S = self.pitch_parts
-            code = z[:, -3 * S:].float().reshape(B, 3, S, -1).transpose(2, 3).reshape(B, 3, -1)
+            code = z[:, self.layout.pitch_slice].float().reshape(B, 3, S, -1).transpose(2, 3).reshape(B, 3, -1)
             semitones = pitch_from_code(code)                                       # [B, L*S]
             semitones = semitones.repeat_interleave(log_mag.shape[-1] // semitones.shape[-1], dim=-1)
             if self.cfg.pitch_snap:
