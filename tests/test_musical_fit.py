@@ -127,3 +127,15 @@ def test_each_held_out_song_draws_its_own_noise_whatever_its_batch():
     assert seeds == [song_seed(0, k) for k in keys]          # the same song, the same seed
     assert song_seed(1, keys[0]) != seeds[0]                 # the run's seed changes every song's
     assert all(0 <= s < 2**31 for s in seeds)
+
+
+def test_the_report_breaks_the_generated_scores_down_by_bass_pattern():
+    from bassray.eval.evaluate import pattern_table
+    row = lambda pattern, f1: {"bass_pattern": pattern, "true": {"chord_tone_coverage": 0.9},  # noqa: E731
+                               "generated": {"chord_tone_coverage": 0.5, "onset_f1": f1, "note_rate": 1.0,
+                                             "sounding_iou": 0.8, "harmonic_share": 0.9}}
+    table = pattern_table([row("walking", 0.8), row("syncopated", 0.2), row("syncopated", 0.4)])
+    lines = table.splitlines()
+    assert lines[2].startswith("| syncopated | 2 | 0.90 | 0.50 | 0.30 |")     # means over its two songs
+    assert lines[3].startswith("| walking | 1 |")
+    assert pattern_table([{"generated": {}, "true": {}}]) == ""             # real songs carry no pattern

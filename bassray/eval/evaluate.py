@@ -165,6 +165,9 @@ class SongScorer:
                      "mix": batch["mix"][i], **{kind: made[kind][i] for kind in made}}
             true = TrueBass(target, rate, truth)
             row: dict[str, Any] = {"key": str(key), "true_onsets": [] if true.onsets is None else true.onsets.tolist()}
+            pattern = (truth.get("patterns") or {}).get("bass")
+            if pattern:  # synthetic songs say what the bass plays: the report breaks the scores down by it
+                row["bass_pattern"] = str(pattern)
             tracks = {"true": true.track}  # pYIN is most of the scoring time: the fidelity reuses these
             for kind, wav in audio.items():
                 write_audio(self.audio_dir / f"{key}.{kind}.wav", wav, rate)
@@ -253,6 +256,10 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
              "|---:|---:|---:|---:|",
              "| " + " | ".join(f"{fid.get(c, float('nan')):.3f}" for c in FIDELITY_COLUMNS) + " |", "",
              f"Its chord-tone agreement is {report['reconstruction_share_of_ceiling']:.0%} of the true bass's.", ""]
+    by_pattern = pattern_table(report["per_song"])
+    if by_pattern:
+        parts += ["## By bass pattern", "", "The generated bass on the songs of each pattern the true bass plays "
+                  "(synthetic songs): where a mean hides a failing kind of song.", "", by_pattern, ""]
     if report.get("fad"):
         parts += ["## Fréchet audio distance", "", fad_table(report["fad"]), ""]
     if spectrograms:
@@ -267,6 +274,27 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
                      f"{row['true'].get('chord_tone_coverage', float('nan')):.2f} | {g.get('onset_f1', float('nan')):.2f} | "
                      f"{g.get('note_rate', float('nan')):.2f} | {links} |")
     return "\n".join(parts) + "\n"
+
+
+PATTERN_COLUMNS = ("chord_tone_coverage", "onset_f1", "note_rate", "sounding_iou", "harmonic_share")
+
+
+def pattern_table(per_song: list[dict[str, Any]]) -> str:
+    """Markdown: the generated bass's mean scores over the songs of each true bass pattern, beside
+    the true bass's coverage; empty where the songs carry no pattern."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in per_song:
+        if row.get("bass_pattern"):
+            groups.setdefault(row["bass_pattern"], []).append(row)
+    if not groups:
+        return ""
+    lines = ["| true bass pattern | songs | true coverage | " + " | ".join(PATTERN_COLUMNS) + " |",
+             "|---|---:|---:|" + "---:|" * len(PATTERN_COLUMNS)]
+    for name, rows in sorted(groups.items()):
+        mean = lambda kind, c: float(np.nanmean([r[kind].get(c, np.nan) for r in rows]))  # noqa: E731
+        lines.append(f"| {name} | {len(rows)} | {mean('true', 'chord_tone_coverage'):.2f} | "
+                     + " | ".join(f"{mean('generated', c):.2f}" for c in PATTERN_COLUMNS) + " |")
+    return "\n".join(lines)
 
 
 FAD_KINDS = ("other_songs", "reconstruction", "generated", "generated_no_snap", "unconditional")
