@@ -48,6 +48,7 @@ def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, st
         basses = generator.generate([model_mix] * num_samples, settings,
                                     progress=lambda step, total: bar.update(1))
     written = []
+    beats = None
     for i, bass in enumerate(basses):
         # Back to the input's rate, channels and exact length.
         out = conform(bass, rate, in_rate, mix.shape[0])
@@ -56,9 +57,10 @@ def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, st
         if with_mix is not None:
             written.append(write_audio(variation_path(with_mix, i, num_samples), mix + out, in_rate))
         if midi is not None:  # the bass line as notes, for a DAW
-            from bassray.transcribe import notes_to_midi, transcribe
+            from bassray.transcribe import notes_to_midi, song_beats, transcribe
             path = variation_path(midi, i, num_samples)
-            notes_to_midi(transcribe(out, in_rate), path)
+            beats = song_beats(mix, in_rate) if beats is None else beats   # the song's tempo map, once
+            notes_to_midi(transcribe(out, in_rate), path, beats=beats)
             written.append(path)
     return written
 

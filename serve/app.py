@@ -167,8 +167,8 @@ class BassrayIngress:
         headers = {"X-Bassray-Seed": str(params.seed), "X-Bassray-Steps": str(params.steps),
                    "X-Bassray-Sampler": params.sampler, "X-Bassray-Harmony": f"{params.harmony:g}",
                    "X-Bassray-Sample-Rate": str(rate)}
-        if params.midi:  # WAV + the bass line's notes (transcribed from the bass alone), zipped
-            body = await run_in_threadpool(wav_and_midi_zip, name, audio, bass, rate)
+        if params.midi:  # WAV + the bass line's notes (from the bass alone, on the mix's beats), zipped
+            body = await run_in_threadpool(wav_and_midi_zip, name, audio, bass, rate, mix)
             return Response(body, media_type="application/zip",
                             headers={**headers, "Content-Disposition": f'attachment; filename="{name}.zip"'})
         return Response(audio, media_type="audio/wav",

@@ -245,13 +245,15 @@ def safe_name(filename: str | None) -> str:
     return safe[:100] or "mix"
 
 
-def wav_and_midi_zip(name: str, audio: bytes, bass: np.ndarray, rate: int) -> bytes:
-    """A zip of the WAV and the bass line's notes as MIDI (transcribed from the bass alone)."""
+def wav_and_midi_zip(name: str, audio: bytes, bass: np.ndarray, rate: int, mix: np.ndarray | None = None) -> bytes:
+    """A zip of the WAV and the bass line's notes as MIDI (transcribed from the bass alone), in the
+    tempo of ``mix``'s tracked beats where it is given."""
     import zipfile
 
-    from bassray.transcribe import midi_bytes, transcribe
+    from bassray.transcribe import midi_bytes, song_beats, transcribe
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"{name}.wav", audio)
-        archive.writestr(f"{name}.mid", midi_bytes(transcribe(bass, rate)))
+        beats = song_beats(mix, rate) if mix is not None else None
+        archive.writestr(f"{name}.mid", midi_bytes(transcribe(bass, rate), beats=beats))
     return buffer.getvalue()

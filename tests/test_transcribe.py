@@ -49,3 +49,42 @@ def test_silence_has_no_notes_and_a_transposed_line_does_not_match():
     audio = render_midi(notes_to_midi(truth), read_soundfont(None), truth[-1].end + 0.5, RATE, 1)
     tritone_up = [Note(n.start, n.end, n.pitch + 6, n.velocity) for n in truth]
     assert note_recovery(tritone_up, transcribe(audio, RATE)) < 0.2
+
+
+def _song_near(tempo: float):
+    """A synthetic song whose tempo is within 8 BPM of ``tempo`` (songs start on a beat at 0 s)."""
+    from bassray.data.compose import compose_song
+    for seed in range(400):
+        song = compose_song(seed, 10.0)
+        if abs(song.tempo - tempo) <= 8:
+            return song
+    raise AssertionError(f"no song near {tempo} BPM")
+
+
+@pytest.mark.parametrize("tempo", [75, 120, 165])
+def test_exported_notes_fall_on_the_songs_beats(tempo):
+    from bassray.data.synth import render_song
+    from bassray.transcribe import song_beats
+    song = _song_near(tempo)
+    stems, _ = render_song(song, read_soundfont(None), RATE, 1)
+    mix = sum(w for name, w in stems.items() if name != "bass")
+    [bass] = [p for p in song.stems["bass"] if p.role == "bass"] or song.stems["bass"]
+    truth = [Note(s, e, p, v) for p, s, e, v in bass.notes]
+    midi = pretty_midi.PrettyMIDI(io.BytesIO(midi_bytes(truth, beats=song_beats(mix, RATE))))
+    [track] = midi.instruments
+    in_file = np.array([midi.time_to_tick(n.start) for n in track.notes]) / midi.resolution  # beats
+    file_tempo = float(np.median(midi.get_tempo_changes()[1]))
+    # The tracker may count the song at half or double its tempo (a metrical level, not an error of
+    # the grid); the notes must sit on the song's beats at the level the file counts.
+    level = min((0.5, 1.0, 2.0), key=lambda f: abs(np.log(file_tempo / (f * song.tempo))))
+    true_beats = np.array([n.start for n in truth]) * song.tempo * level / 60.0
+    error = np.abs(in_file - true_beats) / level                  # in the song's own beats
+    assert np.median(error) < 0.1 and error.max() <= 0.25, (song.tempo, file_tempo, error.max())  # a sixteenth
+    assert np.allclose([n.start for n in track.notes], [n.start for n in truth], atol=0.005)  # seconds kept
+
+
+def test_without_beats_the_file_keeps_pretty_midis_default_tempo():
+    truth = bass_line(np.random.default_rng(3), count=6)
+    midi = pretty_midi.PrettyMIDI(io.BytesIO(midi_bytes(truth)))
+    assert np.allclose(midi.get_tempo_changes()[1], [120.0])
+    assert np.allclose([n.start for n in midi.instruments[0].notes], [n.start for n in truth], atol=0.005)
