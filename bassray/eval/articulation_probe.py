@@ -123,8 +123,8 @@ def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "va
         if layout.rhythm:
             part_s = generator.target_ae.hop_samples / rate / generator.target_ae.rhythm_parts
             for name, z in (("true", true), ("generated", gen)):
-                raw = z * generator._tgt_std + generator._tgt_mean
-                code_scores[name].append(code_onset_scores(raw, layout, generator.target_ae.rhythm_parts,
+                unnormalised = z * generator._tgt_std + generator._tgt_mean
+                code_scores[name].append(code_onset_scores(unnormalised, layout, generator.target_ae.rhythm_parts,
                                                            part_s, true_bass.onsets))
         for name, make in variants.items():
             audio = generator.decode_target(make(true, gen), length=target.shape[-1])[0]
