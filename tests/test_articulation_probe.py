@@ -12,9 +12,9 @@ from bassray.eval.articulation_probe import probe, probe_table
 
 def test_the_probe_scores_every_variant(tmp_path):
     config = load_config("tiny", ["data.val_fraction=0.0", "data.test_fraction=1.0"])
-    synthesize_dataset(tmp_path / "shards", 1, config, seed=0, song_seconds=4.0)
+    synthesize_dataset(tmp_path / "shards", 2, config, seed=0, song_seconds=4.0)
     bundle = write_untrained_bundle(tmp_path / "bundle", config)
-    result = probe(str(bundle), str(tmp_path / "shards"), ("test",), songs=1, steps=2)
+    result = probe(str(bundle), str(tmp_path / "shards"), ("test",), songs=2, steps=2)
     variants = result["variants"]
     assert {"reconstruction", "generated", "generated, true rhythm code", "true, generated pitch code",
             "generated, pitch median of 5 parts"} <= set(variants)
