@@ -133,8 +133,8 @@ def cmd_evaluate(args) -> int:
 def cmd_serve(args) -> int:
     from bassray.distributed.tracking import default_tracking_uri
     from bassray.home import bassray_home
-    from bassray.serving import serve_forever
-    from serve.access import is_loopback
+    from bassray.serving.launch import serve_forever
+    from bassray.serving.access import is_loopback
     home = bassray_home(args.root)
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)
     app_args = {"device": args.device, "precision": args.precision, "max_batch_size": args.max_batch_size,
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve a model over HTTP (Ray Serve; Ctrl-C stops it)")
     p.add_argument("source", help="diffusion bundle folder, bundle URI (s3://...), or a registry model "
-                                  "models:/NAME/VERSION or models:/NAME/latest")
+                                  "models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--replicas", type=int, default=1, help="generator replicas")

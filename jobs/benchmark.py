@@ -17,7 +17,7 @@ from _common import setup_logging
 BENCHMARKS = {
     "data": "bassray.distributed.data_benchmark",
     "autoencoder": "bassray.bench.autoencoder",
-    "serve": "serve.bench",  # serve/ lives at the repo root; _common puts the root on sys.path
+    "serve": "bassray.serving.bench",
     "generate": "bassray.bench.generate",
     "train-step": "bassray.bench.train_step",
 }

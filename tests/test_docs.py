@@ -12,8 +12,8 @@ MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 # A path into the repository: a top-level folder of ours, then a file with a known extension.
 CITED = re.compile(r"(?<![\w./-])((?:bassray|docs|serve|jobs|cluster|tests|bench)/[\w./-]*\w\.(?:md|py|yaml|yml|json|toml|sh))(?![\w.])")
-SOURCES = [p for pattern in ("bassray/**/*.py", "bassray/**/*.yaml", "serve/**/*.py", "jobs/**/*.py",
-                             "cluster/**/*.yaml", "tests/*.py", "README.md", "docs/*.md", "pyproject.toml")
+SOURCES = [p for pattern in ("bassray/**/*.py", "bassray/**/*.yaml", "jobs/**/*.py", "serve/*.yaml",
+                             "cluster/**/*.yaml", "tests/**/*.py", "README.md", "docs/*.md", "pyproject.toml")
            for p in sorted(ROOT.glob(pattern))]
 
 
@@ -48,3 +48,14 @@ def test_the_checks_see_links_and_citations():
     assert CITED.findall("tests/data/schemas.json.gz") == []            # not a .json
     assert LINK.findall("read [the design](docs/design.md#method) first") == ["docs/design.md#method"]
     assert sum(len(_relative_links(p)) for p in MARKDOWN) > 10
+
+
+def test_ci_runs_the_readme_test_command():
+    """The README's setup block names one test command; `.ci/run` runs exactly that line."""
+    readme = (ROOT / "README.md").read_text()
+    commands = [line.split("#", 1)[0].strip() for line in readme.splitlines() if "python -m pytest -q " in line
+                and line.rstrip().endswith("(CI runs exactly this)")]
+    assert len(commands) == 1, "the README's setup block should give one test command marked '(CI runs exactly this)'"
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert commands[0] in ci_lines, f".ci/run does not run the README's test command {commands[0]!r}"
+    assert '".[test]"' in commands[0], "the test command installs the test extra"

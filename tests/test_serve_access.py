@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
+from starlette.requests import Request
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # serve/ is not an installed package
-
-from starlette.requests import Request  # noqa: E402
-
-from serve.access import (ANONYMOUS, API_KEYS_FILE_ENV, KeyConfigError, KeyRing, RateLimiter,  # noqa: E402
-                          load_api_keys, parse_api_keys)
-from serve.body import parse_form, read_body  # noqa: E402
-from serve.stats import ServingStats, percentiles  # noqa: E402
-from serve.validation import Limits, RequestError  # noqa: E402
+from bassray.serving.access import (ANONYMOUS, API_KEYS_FILE_ENV, KeyConfigError, KeyRing, RateLimiter,
+                                    load_api_keys, parse_api_keys)
+from bassray.serving.body import parse_form, read_body
+from bassray.serving.stats import ServingStats, percentiles
+from bassray.serving.validation import Limits, RequestError
 
 ALICE, BOB = "alice-secret-0123456789", "0123456789abcdefXYZ"
 

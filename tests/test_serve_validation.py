@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # serve/ is not an installed package
 
-from serve.validation import (Limits, RequestError, check_declared_size, decode_upload,  # noqa: E402
-                              parse_params, to_input_format, wav_bytes)
+from bassray.serving.validation import (Limits, RequestError, check_declared_size, decode_upload,
+                                        parse_params, to_input_format, wav_bytes)
 
 DEFAULTS = {"steps": 16, "cfg_weight": 1.0, "rescale_phi": 0.0}
 LIMITS = Limits(max_upload_bytes=1_000_000, max_seconds=2.0)
@@ -84,7 +81,7 @@ def test_decode_and_return_to_input_format():
 def test_build_app_accepts_a_bundle_uri_and_refuses_an_empty_one(tmp_path):
     from bassray.bench.untrained_bundle import write_untrained_bundle
     from bassray.config import load_config
-    from serve.app import build_app
+    from bassray.serving.app import build_app
     bundle = write_untrained_bundle(tmp_path / "bundle", load_config("tiny"))
     assert build_app({"bundle": bundle.as_uri()}) is not None  # replicas fetch it; nothing loads here
     with pytest.raises(FileNotFoundError, match="holds no bundle"):
@@ -128,8 +125,8 @@ def test_a_streamed_wav_without_a_declared_size_is_read():
 def test_build_app_that_requires_keys_refuses_to_start_without_them(tmp_path, monkeypatch):
     from bassray.bench.untrained_bundle import write_untrained_bundle
     from bassray.config import load_config
-    from serve.access import KeyConfigError
-    from serve.app import build_app
+    from bassray.serving.access import KeyConfigError
+    from bassray.serving.app import build_app
     monkeypatch.delenv("BASSRAY_API_KEYS_FILE", raising=False)
     bundle = str(write_untrained_bundle(tmp_path / "bundle", load_config("tiny")))
     with pytest.raises(ValueError, match="needs API keys"):

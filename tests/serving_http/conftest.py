@@ -8,18 +8,13 @@ random weights), started once for this package and shut down after it:
 from __future__ import annotations
 
 import io
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from ray_cluster import free_port
 
-# serve/ is not an installed package: import it from the repository root (Ray workers get the
-# driver's working directory on their path, so run pytest from the root).
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 UPLOAD_RATE = 44100  # not the tiny model's 16 kHz: exercises resampling both ways
 UPLOAD_SAMPLES = int(2.5 * UPLOAD_RATE)
@@ -63,7 +58,7 @@ def apps(tmp_path_factory, ray_session):
 
     from bassray.bench.untrained_bundle import write_untrained_bundle
     from bassray.config import load_config
-    from serve.app import build_app
+    from bassray.serving.app import build_app
 
     bundle = write_untrained_bundle(tmp_path_factory.mktemp("bundle") / "diffusion", load_config("tiny"))
     port = free_port()

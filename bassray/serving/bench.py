@@ -3,7 +3,7 @@
     python jobs/benchmark.py serve                        # untrained tiny bundle, concurrency 1,4,8,16
     python jobs/benchmark.py serve --bundle ~/bassray/bundles/diffusion-paper --gpus-per-replica 1
 
-Starts a local Ray (or joins --address), deploys ``serve.app:build_app`` twice on a free port (batching
+Starts a local Ray (or joins --address), deploys ``bassray.serving.app:build_app`` twice on a free port (batching
 on and off), and for each concurrency keeps that many requests in flight until ``--requests`` are
 answered; prints requests/s and latency p50/p95/p99 as a table, and the observed batch sizes.
 """
@@ -78,7 +78,7 @@ def benchmark_serve(bundle: str | None = None, config_name: str = "tiny", concur
 
     from bassray.bench.untrained_bundle import write_untrained_bundle
     from bassray.config import load_config
-    from serve.app import build_app
+    from bassray.serving.app import build_app
 
     table, batches = [], {}
     with tempfile.TemporaryDirectory(prefix="bassray-serve-bench-") as tmp:

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bassray.sampler_names import SAMPLERS
-from serve.validation import CFG_RANGE, HARMONY_RANGE, RESCALE_RANGE, SEED_RANGE, STEPS_RANGE
+from bassray.serving.validation import CFG_RANGE, HARMONY_RANGE, RESCALE_RANGE, SEED_RANGE, STEPS_RANGE
 
 
 class ErrorBody(BaseModel):

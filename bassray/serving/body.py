@@ -11,7 +11,7 @@ import asyncio
 
 from starlette.requests import ClientDisconnect, Request
 
-from serve.validation import FORM_SLACK_BYTES, Limits, RequestError, check_declared_size
+from bassray.serving.validation import FORM_SLACK_BYTES, Limits, RequestError, check_declared_size
 
 MAX_FILES, MAX_FIELDS = 4, 16  # mix, style; steps, cfg, rescale, seed, with_mix and a few spare
 MAX_PART_BYTES = 64 * 1024  # a non-file form field (starlette's default is 1 MiB)

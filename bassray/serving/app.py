@@ -1,13 +1,13 @@
 """Ray Serve application: a FastAPI ingress in front of a batched bass generator.
 
     bassray serve models:/bassray-diffusion/3                            # from the MLflow registry
-    serve run serve.app:build_app bundle=/path/to/diffusion-bundle      # local, http://127.0.0.1:8000
+    serve run bassray.serving.app:build_app bundle=/path/to/diffusion-bundle      # local, http://127.0.0.1:8000
     serve run serve/config.yaml                                          # the same, from the deploy config
     serve deploy serve/config.yaml                                       # on a running cluster
     curl -F mix=@song.wav -F steps=32 -F seed=1 http://127.0.0.1:8000/generate -o bass.wav
 
 The ingress here checks and decodes uploads and forwards them to the batched generator deployment
-(serve/generator.py); every replica reports to the stats board (serve/stats.py).
+(bassray/serving/generator.py); every replica reports to the stats board (bassray/serving/stats.py).
 
 No ``from __future__ import annotations`` here: FastAPI must see real types (``Request``) on the
 routes after Serve re-wraps them.
@@ -34,14 +34,15 @@ from starlette.datastructures import UploadFile
 
 from bassray.remote import is_uri
 from bassray.bundles.files import BundleError
-from bassray.bundles.store import open_remote_bundle
-from serve.access import ANONYMOUS, API_KEYS_FILE_ENV, KeyRing, RateLimiter, load_api_keys
-from serve.body import parse_form, read_body
-from serve.openapi import GENERATE_OPENAPI, GENERATE_RESPONSES, READ_RESPONSES, install_openapi
-from serve.generator import BassGeneratorDeployment
-from serve.stats import ServeMetrics, StatsBoard, process_memory_mb, report_stats
-from serve.validation import (GenerateParams, Limits, RequestError, check_uploaded_size, decode_upload,
-                              parse_params, safe_name, to_input_format, wav_and_midi_zip, wav_bytes)
+from bassray.bundles.store import default_cache_dir, open_remote_bundle
+from bassray.serving.access import ANONYMOUS, API_KEYS_FILE_ENV, KeyRing, RateLimiter, load_api_keys
+from bassray.serving.body import parse_form, read_body
+from bassray.serving.registry import is_model_uri, resolve_model_uri
+from bassray.serving.openapi import GENERATE_OPENAPI, GENERATE_RESPONSES, READ_RESPONSES, install_openapi
+from bassray.serving.generator import BassGeneratorDeployment
+from bassray.serving.stats import ServeMetrics, StatsBoard, process_memory_mb, report_stats
+from bassray.serving.validation import (GenerateParams, Limits, RequestError, check_uploaded_size, decode_upload,
+                                        parse_params, safe_name, to_input_format, wav_and_midi_zip, wav_bytes)
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +213,15 @@ class BassrayIngress:
 
 
 class AppArgs(BaseModel):
-    """Arguments of ``build_app`` (``serve run serve.app:build_app key=value ...`` passes strings;
+    """Arguments of ``build_app`` (``serve run bassray.serving.app:build_app key=value ...`` passes strings;
     pydantic converts them)."""
-    bundle: str | None = Field(None, description="diffusion bundle folder or URI, e.g. s3://bucket/bundles/x "
-                                                  "(default: env BASSRAY_BUNDLE)")
+    bundle: str | None = Field(None, description="diffusion bundle folder, URI (s3://bucket/bundles/x) or "
+                                                  "registry model (models:/NAME/VERSION, /latest or @ALIAS; "
+                                                  "default: env BASSRAY_BUNDLE)")
+    tracking_uri: str | None = Field(None, description="MLflow tracking server for models:/ (default: env "
+                                                        "MLFLOW_TRACKING_URI, else the store in $BASSRAY_HOME)")
+    bundle_cache: str | None = Field(None, description="where each node keeps fetched bundles (default: env "
+                                                        "BASSRAY_BUNDLE_CACHE or ~/.cache/bassray/bundles)")
     device: str = Field("auto", description="torch device for the generator: auto = cuda if available, else cpu")
     precision: str = Field("auto", pattern="^(auto|fp32|bf16)$",
                            description="the U-Net's float type: auto = bf16 where the device runs it natively "
@@ -250,13 +256,20 @@ class AppArgs(BaseModel):
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
-    """The application: ``serve.run(build_app({"bundle": "/path"}))`` or ``serve run serve.app:build_app
+    """The application: ``serve.run(build_app({"bundle": "/path"}))`` or ``serve run bassray.serving.app:build_app
     bundle=/path``. See ``AppArgs`` for every argument."""
     opts = AppArgs(**(args or {}))
     bundle = opts.bundle or os.environ.get("BASSRAY_BUNDLE")
+    bundle_cache = opts.bundle_cache or str(default_cache_dir())
     if not bundle:
-        raise ValueError("no model bundle: pass bundle=/path/to/diffusion-bundle or set BASSRAY_BUNDLE")
-    if is_uri(bundle):  # each replica fetches it into its node's bundle cache
+        raise ValueError("no model bundle: pass bundle=/path/to/diffusion-bundle (or models:/NAME/VERSION) "
+                         "or set BASSRAY_BUNDLE")
+    registry = {"model": opts.model, "model_version": opts.model_version, "run_id": opts.run_id}
+    if is_model_uri(bundle):  # resolved here to fail early; each replica fetches the pinned version
+        found = resolve_model_uri(bundle, opts.tracking_uri, bundle_cache)
+        bundle = found.pinned_uri
+        registry = {"model": found.model, "model_version": found.model_version, "run_id": found.run_id}
+    elif is_uri(bundle):  # each replica fetches it into its node's bundle cache
         try:
             open_remote_bundle(bundle)
         except BundleError as exc:
@@ -286,7 +299,7 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     generator = BassGeneratorDeployment.options(**generator_options).bind(
         bundle, device=opts.device, precision="bf16" if opts.bf16 else opts.precision, torch_threads=opts.torch_threads,
         max_batch_size=opts.max_batch_size, batch_wait_timeout_s=opts.batch_wait_timeout_s,
-        registry={"model": opts.model, "model_version": opts.model_version, "run_id": opts.run_id}, stats=board)
+        registry=registry, tracking_uri=opts.tracking_uri, bundle_cache=bundle_cache, stats=board)
     ingress = BassrayIngress.options(max_ongoing_requests=opts.ingress_max_ongoing_requests,
                                      max_queued_requests=opts.max_queued_requests)
     return ingress.bind(generator, board, max_upload_mb=opts.max_upload_mb, max_seconds=opts.max_seconds,

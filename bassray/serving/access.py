@@ -16,7 +16,7 @@ import time
 from collections import defaultdict, deque
 from pathlib import Path
 
-from serve.validation import RequestError
+from bassray.serving.validation import RequestError
 
 API_KEYS_FILE_ENV = "BASSRAY_API_KEYS_FILE"
 MIN_KEY_LENGTH = 16  # shorter secrets are guessable; `python -c "import secrets; print(secrets.token_urlsafe())"`

@@ -15,7 +15,8 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve.stats import ServeMetrics, process_memory_mb, report_stats
+from bassray.serving.registry import is_model_uri, resolve_model_uri
+from bassray.serving.stats import ServeMetrics, process_memory_mb, report_stats
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ class BassGeneratorDeployment:
 
     def __init__(self, bundle: str, device: str = "auto", precision: str = "auto", torch_threads: int | None = None,
                  max_batch_size: int = 8, batch_wait_timeout_s: float = 0.1,
-                 registry: dict[str, Any] | None = None, stats: DeploymentHandle | None = None):
+                 registry: dict[str, Any] | None = None, tracking_uri: str | None = None,
+                 bundle_cache: str | None = None, stats: DeploymentHandle | None = None):
         import torch
 
         from bassray.inference import BassGenerator
@@ -42,6 +44,8 @@ class BassGeneratorDeployment:
         log.info("generator precision: %s", self.precision)
         if torch_threads:
             torch.set_num_threads(torch_threads)
+        if is_model_uri(bundle):  # a pinned registry version: fetched once into this node's cache
+            bundle = resolve_model_uri(bundle, tracking_uri, bundle_cache).bundle
         self.bundle, self.device = bundle, device
         self.registry = {k: v for k, v in (registry or {}).items() if v}  # model, version, run id
         self.generator = BassGenerator.from_bundle(bundle, device=device,

@@ -1,0 +1,149 @@
+"""The Serve app as users start it: `serve run` with a deploy config whose bundle is a registry alias
+(what a RayService does), and both `serve run` and `bassray serve` from a wheel installed in a fresh
+venv, run outside the checkout."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from bassray.bench.untrained_bundle import write_untrained_bundle
+from bassray.config import load_config
+from ray_cluster import REPO, cluster_env, free_port
+
+pytestmark = pytest.mark.slow
+SERVE_CLI = "import sys; from ray.serve.scripts import cli; sys.exit(cli())"
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _generate(port: int) -> tuple[np.ndarray, int]:
+    buffer = io.BytesIO()
+    sf.write(buffer, np.random.default_rng(0).normal(0, 0.1, 16000 * 2).astype(np.float32), 16000, format="WAV")
+    boundary = "bassrayboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"steps\"\r\n\r\n2\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"mix\"; filename=\"mix.wav\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode() + buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/generate", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        assert response.status == 200
+        audio, rate = sf.read(io.BytesIO(response.read()))
+    return audio, rate
+
+
+def _serve_and_check(command: list[str], port: int, env: dict, cwd: Path, log: Path) -> dict:
+    """Start a server process group of our own, wait for /healthz, generate once, stop it by PID."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, log.read_text(errors="replace")[-4000:]
+            try:
+                if _get_json(f"http://127.0.0.1:{port}/healthz")["status"] == "ok":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "no answer in 5 minutes:\n" + log.read_text(errors="replace")[-4000:]
+            time.sleep(1)
+        info = _get_json(f"http://127.0.0.1:{port}/info")
+        audio, rate = _generate(port)
+        assert rate == 16000 and len(audio) == 32000
+        return info
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def _deploy_config(tmp_path: Path, port: int, args: dict) -> Path:
+    config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    config.pop("grpc_options", None)
+    app = config["applications"][0]
+    app["args"] = {**args, "device": "cpu", "max_replicas": 1, "cpus_per_replica": 0.5}
+    app["deployments"] = [{"name": "BassGenerator", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}]
+    path = tmp_path / "serve-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_serve_run_serves_a_registry_alias(tmp_path):
+    """The shipped deploy config with `bundle: models:/NAME@ALIAS`, through `serve run`."""
+    import mlflow
+
+    from bassray.distributed.tracking import RunTracker, default_tracking_uri
+    home = tmp_path / "home"
+    tracking_uri = default_tracking_uri(home)
+    tracker = RunTracker(tracking_uri, "bassray-diffusion", "served", str(home / "mlartifacts"))
+    bundle = write_untrained_bundle(home / "trained" / "diffusion", load_config("tiny"))
+    version = tracker.register_bundle(bundle, "bassray-diffusion")
+    tracker.register_bundle(bundle, "bassray-diffusion")  # a newer version the alias does not name
+    tracker.finish()
+    mlflow.MlflowClient(tracking_uri).set_registered_model_alias("bassray-diffusion", "production", version)
+
+    port = free_port()
+    config = _deploy_config(tmp_path, port, {"bundle": "models:/bassray-diffusion@production",
+                                             "tracking_uri": tracking_uri,
+                                             "bundle_cache": str(tmp_path / "cache")})
+    env = cluster_env(BASSRAY_HOME=str(home))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    info = _serve_and_check([sys.executable, "-c", SERVE_CLI, "run", str(config)], port, env, REPO,
+                            tmp_path / "serve-run.log")
+    assert info["model"]["registry"] == {"model": "bassray-diffusion", "model_version": version,
+                                         "run_id": tracker.run_id}
+    assert (tmp_path / "cache" / "bassray-diffusion" / version / "bundle.json").exists()
+
+
+def test_an_installed_wheel_serves_outside_the_checkout(tmp_path):
+    """Build the wheel, install it without the checkout into a fresh venv (its dependencies come from
+    this environment through a path file), then serve with `serve run` and `bassray serve`."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
+    wheel = next(wheels.glob("bassray-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    # This environment's packages, as plain path entries: their own path files (the checkout's
+    # editable install among them) are not read, so `bassray` can only come from the wheel.
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    (site / "deps.pth").write_text("\n".join(deps) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    where = subprocess.run([python, "-c", "import bassray.serving.app as a; print(a.__file__)"], cwd=tmp_path,
+                           check=True, capture_output=True, text=True).stdout.strip()
+    assert where.startswith(str(site)), where
+    assert (Path(where).with_name("page.html")).exists()
+
+    bundle = write_untrained_bundle(tmp_path / "bundle", load_config("tiny"))
+    env = cluster_env(BASSRAY_HOME=str(tmp_path / "home"), PYTHONPATH="")
+    port = free_port()
+    config = _deploy_config(tmp_path, port, {"bundle": str(bundle)})
+    info = _serve_and_check([python, "-c", SERVE_CLI, "run", str(config)], port, env, tmp_path,
+                            tmp_path / "wheel-serve-run.log")
+    assert info["model"]["sample_rate"] == 16000
+    port = free_port()
+    _serve_and_check([python, "-m", "bassray.cli", "serve", str(bundle), "--port", str(port), "--device", "cpu"],
+                     port, env, tmp_path, tmp_path / "wheel-bassray-serve.log")
