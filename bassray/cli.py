@@ -126,6 +126,8 @@ def cmd_evaluate(args) -> int:
     if "length" in report and (only is None or "length" in only):
         from bassray.eval.length import length_table
         print(length_table(report["length"]))
+    for section, why in report.get("skipped", {}).items():
+        print(f"not in this report: {section} ({why['reason']}); to add it: {why['command']}")
     print(f"report: {args.out}/report.md, report.html and report.json")
     return 0
 

@@ -164,6 +164,7 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     assert [len(v) for v in report["length"]["multiples"].values()] == [1, 2]
     assert all("chord_tone_no_snap" in s for v in report["length"]["multiples"].values() for s in v)
     assert text.count(f"harmony snap at width {width:g}") == 5  # both sweeps, matching, style, length
+    assert report["skipped"] == {} and "Sections not in this report" not in text  # every section ran
     page = (report_dir / "report.html").read_text()
     assert "<audio" in page and "Length generalisation" in page and "Style grounding" in page
 

@@ -17,8 +17,8 @@ from bassray.distributed.runner import ensure_ray
 from bassray.eval.evaluate import (SongScorer, fad_against_true, held_out_songs, markdown_report, summarise,
                                    training_basses, write_spectrograms)
 from bassray.eval.report import sections_markdown, write_html
-from bassray.eval.sections import (SECTIONS, ExperimentOptions, run_fad_sweep, run_length, run_matching,
-                                   run_style)
+from bassray.eval.sections import (SECTIONS, ExperimentOptions, report_key, run_fad_sweep, run_length,
+                                   run_matching, run_style, skipped_sections)
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +57,35 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
         report.update(score_songs(items, bundle_dir, data_dir, out, target=target, splits=splits, steps=steps,
                                   seed=seed, actors=actors, bundle_metadata=meta, harmony=harmony))
     rest = [s for s in wanted if s != "fit"]
+    failed: dict[str, str] = {}
     if rest:
         from bassray.inference import BassGenerator
         generator = BassGenerator.from_bundle(bundle_dir)
         for section in rest:
             started = time.perf_counter()
             log.info("evaluate: section %s", section)
-            if section in ("fad-steps", "fad-guidance"):
-                reference = training_basses(data_dir, target, len(items))
-                result = run_fad_sweep(section, generator, items, out, options, reference, ray_map)
-            elif section == "matching":
-                result = run_matching(generator, items, out, options)
-            elif section == "style":
-                result = run_style(generator, items, str(data_dir), out, options)
-            else:
-                result = run_length(generator, out, options, ray_map)
+            try:
+                if section in ("fad-steps", "fad-guidance"):
+                    reference = training_basses(data_dir, target, len(items))
+                    result = run_fad_sweep(section, generator, items, out, options, reference, ray_map)
+                elif section == "matching":
+                    result = run_matching(generator, items, out, options)
+                elif section == "style":
+                    result = run_style(generator, items, str(data_dir), out, options)
+                else:
+                    result = run_length(generator, out, options, ray_map)
+            except ValueError as exc:  # what the data or options cannot give: said in the report
+                if only:  # asked for by name: the caller hears it now
+                    raise
+                log.warning("evaluate: section %s skipped: %s", section, exc)
+                failed[section] = str(exc)
+                continue
             result["seconds"] = time.perf_counter() - started
-            report[section.replace("-", "_")] = result
+            report[report_key(section)] = result
+    report["skipped"] = skipped_sections(report, asked=list(only) if only else None, contrastive=options.contrastive,
+                                         failed=failed, command=f"bassray evaluate {bundle_dir} {data_dir} --out {out}")
+    for section, why in report["skipped"].items():
+        log.info("evaluate: no %s section (%s); to add it: %s", section, why["reason"], why["command"])
     report_path.write_text(json.dumps(report, indent=2, default=float))
     text = sections_markdown(report)
     if "per_song" in report:

@@ -67,6 +67,10 @@ def sections_markdown(report: dict[str, Any]) -> str:
     if "length" in report:
         parts += ["## Length generalisation", "", f"Generated basses {snap_words(report['length'].get('harmony'))}.",
                   "", length_table(report["length"]), ""]
+    if report.get("skipped"):
+        parts += ["## Sections not in this report", "", "| section | why | to add it |", "|---|---|---|"]
+        parts += [f"| {why['title']} | {why['reason']} | `{why['command']}` |" for why in report["skipped"].values()]
+        parts += [""]
     return "\n".join(parts)
 
 

@@ -21,6 +21,39 @@ log = logging.getLogger(__name__)
 SECTIONS = ("fit", "fad-steps", "fad-guidance", "matching", "style", "length")
 
 
+SECTION_TITLES = {"fit": "musical fit and articulation", "fad-steps": "FAD against sampler steps (Fig. 2)",
+                  "fad-guidance": "FAD against guidance (Fig. 2)", "matching": "which mix a bass belongs to (Fig. 3)",
+                  "style": "style grounding (Table 1)", "length": "length generalisation"}
+
+
+def report_key(section: str) -> str:
+    """Where a section's result sits in report.json (the fit section's rows are ``per_song``)."""
+    return "per_song" if section == "fit" else section.replace("-", "_")
+
+
+def skipped_sections(report: dict[str, Any], *, asked: list[str] | None, contrastive: str | None,
+                     failed: dict[str, str], command: str) -> dict[str, dict[str, str]]:
+    """Each section the report does not hold: why, and the command that adds it to this report.
+    ``command`` is the ``bassray evaluate BUNDLE DATA --out DIR`` that wrote it."""
+    skipped = {}
+    for section in SECTIONS:
+        if report_key(section) in report:
+            continue
+        add = f"{command} --only {section}"
+        if section in failed:
+            reason = failed[section]
+        elif section == "matching" and not contrastive:
+            reason = "needs a contrastive model, and none was given"
+            add = ("python jobs/train_contrastive.py --data SHARDS, then "
+                   f"{command} --only matching --contrastive CONTRASTIVE_BUNDLE")
+        elif asked is not None and section not in asked:
+            reason = f"not asked for (--only {','.join(asked)})"
+        else:
+            reason = "not run"
+        skipped[section] = {"title": SECTION_TITLES[section], "reason": reason, "command": add}
+    return skipped
+
+
 @dataclass
 class ExperimentOptions:
     steps_grid: tuple[int, ...] = sweeps.STEP_COUNTS

@@ -1,0 +1,32 @@
+"""A report says which sections it lacks, why, and the command that adds each (no Ray, no models)."""
+from __future__ import annotations
+
+from bassray.eval.report import sections_markdown
+from bassray.eval.sections import SECTIONS, report_key, skipped_sections
+
+COMMAND = "bassray evaluate B D --out R"
+
+
+def test_a_fit_only_report_names_every_other_section_with_its_command():
+    skipped = skipped_sections({"per_song": []}, asked=["fit"], contrastive=None, failed={}, command=COMMAND)
+    assert set(skipped) == set(SECTIONS) - {"fit"}
+    assert skipped["matching"]["reason"] == "needs a contrastive model, and none was given"
+    assert "train_contrastive.py" in skipped["matching"]["command"]
+    assert "--contrastive" in skipped["matching"]["command"]
+    for section in ("fad-steps", "fad-guidance", "style", "length"):
+        assert skipped[section]["reason"] == "not asked for (--only fit)"
+        assert skipped[section]["command"] == f"{COMMAND} --only {section}"
+    text = sections_markdown({"skipped": skipped})
+    assert "## Sections not in this report" in text and "Fig. 3" in text and text.count("--only") >= 5
+
+
+def test_failures_and_the_contrastive_model_are_told_apart():
+    report = {report_key(s): {} for s in SECTIONS if s not in ("style", "matching")}
+    skipped = skipped_sections(report, asked=None, contrastive="/bundles/contrastive",
+                               failed={"style": "the style section needs train songs of at least two programs"},
+                               command=COMMAND)
+    assert set(skipped) == {"style", "matching"}
+    assert "two programs" in skipped["style"]["reason"]
+    assert skipped["matching"]["reason"] == "not run"  # a model was given: nothing else to say
+    assert skipped_sections({report_key(s): {} for s in SECTIONS}, asked=None, contrastive=None, failed={},
+                            command=COMMAND) == {}
