@@ -258,3 +258,37 @@ def test_interrupted_ingest_leaves_only_partials_and_rerun_is_clean(folders_tree
     listed = sorted(p.name for p in out.glob("*.tar"))
     assert listed == sorted(n for names in manifest["shards"].values() for n in names)
     assert len(all_segments(out)) == manifest["counts"]["segments"] > 0
+
+
+def segments_by_split(out_dir: Path) -> dict[str, set[str]]:
+    return {s: {seg.meta["track"] for seg in iter_segments(sorted(out_dir.glob(f"{s}-*.tar")))}
+            for s in ("train", "val", "test")}
+
+
+def test_official_splits_are_kept_so_a_test_track_is_never_trained_on(tmp_path, config):
+    """MUSDB18: its test folder is our test split and its validation tracks our val split; Slakh2100:
+    train/validation/test folders, and its omitted duplicates are skipped. The hash split, which
+    would scatter them, is not used for either."""
+    musdb = tmp_path / "musdb18hq"
+    tracks = (("train", "Leaf - Summerghost"), ("train", "Z - Trained"), ("test", "A - Held Out"),
+              ("test", "B - Held Out Too"))
+    for split, track in tracks:
+        for i, name in enumerate(("mixture", "drums", "bass", "vocals", "other")):
+            write_tone(musdb / split / track / f"{name}.wav", 1.0, 22050, 1, 80.0 * (i + 1), seed=i)
+    # Every split fraction pushes the hash towards train: only the official split can make a test track.
+    config.data.val_fraction, config.data.test_fraction = 0.0, 0.0
+    manifest = ingest(musdb, tmp_path / "musdb-out", layout="musdb", config=config)
+    assert segments_by_split(tmp_path / "musdb-out") == {
+        "train": {"train/Z - Trained"}, "val": {"train/Leaf - Summerghost"},
+        "test": {"test/A - Held Out", "test/B - Held Out Too"}}
+    assert manifest["splits"]["test"]["official_split_tracks"] == 2
+
+    slakh = tmp_path / "slakh2100"
+    stems = {"S00": slakh_stem("Bass", 33), "S01": slakh_stem("Piano", 0)}
+    for split, track in (("train", "Track00001"), ("validation", "Track01501"), ("test", "Track01876"),
+                         ("omitted", "Track00049")):
+        write_slakh_track(slakh / split, track, stems, on_disk=["S00", "S01"], seconds=1.0)
+    manifest = ingest(slakh, tmp_path / "slakh-out", layout="slakh", config=config)
+    assert segments_by_split(tmp_path / "slakh-out") == {
+        "train": {"train/Track00001"}, "val": {"validation/Track01501"}, "test": {"test/Track01876"}}
+    assert "omitted" in reasons(manifest)["omitted/Track00049"]

@@ -4,7 +4,10 @@ Each finder returns :class:`TrackSource` records (track name, stem files already
 vocabulary of :mod:`bassray.data.stems`); :mod:`bassray.data.ingest` loads them one at a time.
 
 - ``musdb``:   MUSDB18-HQ, ``<split>/<track>/{mixture,drums,bass,vocals,other}.wav``.
-- ``slakh``:   Slakh2100, ``TrackNNNNN/stems/SNN.flac`` described by ``TrackNNNNN/metadata.yaml``.
+- ``slakh``:   Slakh2100, ``<split>/TrackNNNNN/stems/SNN.flac`` described by ``metadata.yaml``.
+
+MUSDB18's and Slakh2100's official splits are kept (``official_split`` in the meta); other
+collections are split by a hash of the track name.
 - ``folders``: one folder per track, one audio file per stem, the file name naming the stem.
 """
 from __future__ import annotations
@@ -25,6 +28,16 @@ log = logging.getLogger(__name__)
 # File names (without suffix) that hold the full mix rather than a stem.
 MIX_NAMES = frozenset({"mix", "mixture"})
 MUSDB_SPLITS = frozenset({"train", "test"})
+# MUSDB18's official validation tracks, a subset of its train folder (as the musdb package and the
+# SiSEC/MDX evaluations use them).
+MUSDB_VALIDATION = frozenset({
+    "Actions - One Minute Smile", "Alexander Ross - Goodbye Bolero", "ANiMAL - Rockshow",
+    "Clara Berry And Wooldog - Waltz For My Victims", "Fergessen - Nos Palpitants", "James May - On The Line",
+    "Johnny Lokke - Promises & Lies", "Leaf - Summerghost", "Meaxic - Take A Step",
+    "Patrick Talbot - A Reason To Leave", "Skelpolu - Human Mistakes", "Traffic Experiment - Sirens",
+    "Triviul - Angelsaint", "Young Griffo - Pennies"})
+# Slakh2100's split folders, in our split names; its "omitted" folder holds duplicates it drops.
+SLAKH_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 
 
 @dataclass
@@ -63,12 +76,15 @@ def find_folder_tracks(root: Path) -> list[TrackSource]:
 
 
 def find_musdb_tracks(root: Path) -> list[TrackSource]:
-    """MUSDB18-HQ: like the generic layout; remembers MUSDB's own split (train/test) in the meta."""
+    """MUSDB18-HQ: like the generic layout; keeps MUSDB's own split (its test folder is our test
+    split, its validation tracks our val split), so an official test track is never trained on."""
     tracks = find_folder_tracks(root)
     for track in tracks:
         parts = Path(track.name).parts
         if len(parts) > 1 and parts[-2] in MUSDB_SPLITS:
             track.meta["musdb_split"] = parts[-2]
+            track.meta["official_split"] = ("test" if parts[-2] == "test" else
+                                            "val" if parts[-1] in MUSDB_VALIDATION else "train")
         unexpected = [p.name for name, p in track.files if p.stem not in ("drums", "bass", "vocals", "other")]
         if unexpected:
             log.warning("musdb track %s has files outside MUSDB's stem set %s; mapping them by name",
@@ -86,6 +102,12 @@ def _slakh_track(meta_path: Path, root: Path) -> TrackSource:
     folder = meta_path.parent
     name = _relative_name(folder, root)
     track = TrackSource(name=name, meta={"track": name})
+    parts = Path(name).parts
+    if len(parts) > 1 and parts[-2] == "omitted":
+        track.skip_reason = "in Slakh2100's omitted folder (a duplicate of another track)"
+        return track
+    if len(parts) > 1 and parts[-2] in SLAKH_SPLITS:  # its official split: test tracks stay test
+        track.meta.update(slakh_split=parts[-2], official_split=SLAKH_SPLITS[parts[-2]])
     try:
         metadata = yaml.safe_load(meta_path.read_text()) or {}
         stems = metadata["stems"]

@@ -134,16 +134,22 @@ def write_shards(segments: Iterable[TrackSegment], out_dir: str | Path, *, shard
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_shards(out_dir)
     writers = {s: ShardWriter(out_dir, s, int(shard_target_mb * 2**20)) for s in SPLITS}
-    stats = {s: {"tracks": set(), "segments": 0, "seconds": 0.0} for s in SPLITS}
+    stats = {s: {"tracks": set(), "official": set(), "segments": 0, "seconds": 0.0} for s in SPLITS}
     for segment in segments:
-        split = split_for(segment.track_id, val_fraction, test_fraction, split_seed)
+        # A collection's own split when it has one (MUSDB18, Slakh2100), else a hash of the track.
+        split = segment.meta.get("official_split") or split_for(segment.track_id, val_fraction, test_fraction,
+                                                                split_seed)
+        if split not in writers:
+            raise ValueError(f"segment {segment.key}: unknown split {split!r} (splits are {', '.join(SPLITS)})")
         writers[split].write(segment)
         first = next(iter(segment.stems.values()))
         stats[split]["tracks"].add(segment.track_id)
+        if segment.meta.get("official_split"):
+            stats[split]["official"].add(segment.track_id)
         stats[split]["segments"] += 1
         stats[split]["seconds"] += first.shape[1] / segment.sample_rate
     shards = {s: [p.name for p in writers[s].close()] for s in SPLITS}
-    return {s: {"tracks": len(v["tracks"]), "segments": v["segments"],
+    return {s: {"tracks": len(v["tracks"]), "official_split_tracks": len(v["official"]), "segments": v["segments"],
                 "hours": v["seconds"] / 3600.0, "shards": shards[s]} for s, v in stats.items()}
 
 
