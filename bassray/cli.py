@@ -93,7 +93,7 @@ def _numbers(text: str, kind=float) -> tuple:
 
 def cmd_evaluate(args) -> int:
     from bassray.distributed.evaluate import evaluate
-    from bassray.eval.evaluate import articulation_table, fad_table, fit_table, headline
+    from bassray.eval.evaluate import articulation_table, chord_sources_words, fad_table, fit_table, headline
     from bassray.eval.sections import ExperimentOptions
     options = ExperimentOptions(
         steps_grid=_numbers(args.steps_grid, int), samplers=tuple(v.strip() for v in args.samplers.split(",")),
@@ -105,9 +105,10 @@ def cmd_evaluate(args) -> int:
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     report = evaluate(args.bundle, args.shards, args.out, splits=args.split.split(","), songs=args.songs,
                       steps=args.steps, seed=args.seed, actors=args.actors, only=only, options=options,
-                      harmony=args.harmony)
+                      harmony=args.harmony, chords=args.chords)
     if "per_song" in report and (only is None or "fit" in only):
         print(fit_table(report) + "\n\n" + articulation_table(report))
+        print(f"\nchords: {chord_sources_words(report.get('chord_sources', {}))}")
         print(f"\n{headline(report)}; reconstruction pitch accuracy "
               f"{report['reconstruction_fidelity'].get('pitch_accuracy', float('nan')):.2f}")
         if report.get("fad"):
@@ -230,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help="comma-separated sections: fit, fad-steps, fad-guidance, "
                    "matching, style, length (default all; matching only with --contrastive); sections run "
                    "alone merge into an existing report.json")
+    p.add_argument("--chords", choices=["auto", "annotated", "estimated"], default="auto",
+                   help="chords to score against: the songs' annotations where they have them, else estimated "
+                        "from the mix (auto); annotations only; or estimated for every song")
     p.add_argument("--contrastive", default=None, help="contrastive bundle (jobs/train_contrastive.py): "
                    "matching, and style distances in its bass space")
     p.add_argument("--fad-embedding", default="chroma-mfcc",

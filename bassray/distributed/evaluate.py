@@ -26,12 +26,14 @@ log = logging.getLogger(__name__)
 def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
              splits: Sequence[str] = ("test",), songs: int | None = None, steps: int | None = None,
              seed: int = 0, actors: int = 2, only: Sequence[str] | None = None,
-             options: ExperimentOptions | None = None, harmony: float | None = None) -> dict[str, Any]:
+             options: ExperimentOptions | None = None, harmony: float | None = None,
+             chords: str = "auto") -> dict[str, Any]:
     """Score up to ``songs`` held-out songs (see the module doc) on the current or a local Ray
     cluster and run the experiment sections named in ``only`` (default: all that can run; the
     matching section needs ``options.contrastive``). Sections run alone merge into an existing
     report.json. Writes report.json, report.md and report.html under ``out_dir``. ``harmony``
-    overrides the bundle's harmony snap width (``sampler.harmony_snap``; 0 = off)."""
+    overrides the bundle's harmony snap width (``sampler.harmony_snap``; 0 = off). ``chords``: where
+    the chords come from (``held_out_songs``: auto, annotated or estimated)."""
     from bassray.config import load_config_json
     from bassray.bundles.files import CONFIG_FILE, read_bundle_metadata
     options = options or ExperimentOptions(seed=seed)
@@ -45,7 +47,7 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     meta = read_bundle_metadata(bundle_dir)  # checks the bundle is complete first
     target = load_config_json(Path(bundle_dir) / CONFIG_FILE).data.target_stem
-    items = held_out_songs(data_dir, splits, target, songs)
+    items = held_out_songs(data_dir, splits, target, songs, chords=chords)
     report_path = out / "report.json"
     report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.exists() and only else {}
     if report and report.get("bundle") != str(bundle_dir):

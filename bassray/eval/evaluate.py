@@ -37,11 +37,21 @@ FLOOR_TO_CEILING = ("chord_tone_coverage", "chord_tone", "onset_f1", "sounding_i
 FIDELITY_COLUMNS = ("pitch_accuracy", "octave_errors", "chroma_cosine", "cqt_l1")
 
 
-def held_out_songs(data_dir: str | Path, splits: Sequence[str], target: str, limit: int | None = None
-                   ) -> list[dict[str, Any]]:
+CHORD_SOURCES = ("auto", "annotated", "estimated")
+
+
+def held_out_songs(data_dir: str | Path, splits: Sequence[str], target: str, limit: int | None = None,
+                   chords: str = "auto") -> list[dict[str, Any]]:
     """Held-out segments with a target stem and other stems: key, mix, target, truth; each row also
-    carries the next song's target as its chance floor (cut or zero-padded to length)."""
+    carries the next song's target as its chance floor (cut or zero-padded to length).
+
+    ``chords``: ``annotated`` keeps only songs whose JSON carries chords; ``estimated`` estimates
+    them from the mix for every song (:mod:`bassray.eval.chords`); ``auto`` uses the annotations
+    where a song has them and estimates the rest. Each truth says which in ``chord_source``."""
     from bassray.data.shards import iter_segments, list_shards
+    from bassray.eval.chords import estimate_chords
+    if chords not in CHORD_SOURCES:
+        raise ValueError(f"chords={chords!r}: choose from {', '.join(CHORD_SOURCES)}")
     rows: list[dict[str, Any]] = []
     for split in splits:
         try:
@@ -50,17 +60,22 @@ def held_out_songs(data_dir: str | Path, splits: Sequence[str], target: str, lim
             continue
         for seg in iter_segments(paths):
             others = [a for name, a in seg.stems.items() if name != target]
-            if target not in seg.stems or not others or not seg.meta.get("chords"):
+            annotated = bool(seg.meta.get("chords"))
+            if target not in seg.stems or not others or (chords == "annotated" and not annotated):
                 continue
+            mix = np.sum(others, axis=0).astype(np.float32)
+            truth = dict(seg.meta, chord_source="annotated")
+            if chords == "estimated" or not annotated:
+                truth.update(chords=estimate_chords(mix, seg.sample_rate), chord_source="estimated")
             rows.append({"key": f"{split}-{seg.key}", "sample_rate": seg.sample_rate,
-                         "mix": np.sum(others, axis=0).astype(np.float32), "target": seg.stems[target],
-                         "truth": json.dumps(seg.meta)})
+                         "mix": mix, "target": seg.stems[target], "truth": json.dumps(truth)})
             if limit and len(rows) >= limit:
                 break
         if limit and len(rows) >= limit:
             break
     if len(rows) < 2:
-        raise FileNotFoundError(f"need at least 2 held-out songs with a {target} stem and chords in "
+        raise FileNotFoundError(f"need at least 2 held-out songs with a {target} stem and other stems"
+                                f"{' and annotated chords' if chords == 'annotated' else ''} in "
                                 f"{list(splits)} of {data_dir}, found {len(rows)}")
     for i, row in enumerate(rows):
         other = rows[(i + 1) % len(rows)]["target"]
@@ -164,7 +179,8 @@ class SongScorer:
             audio = {"true": target, "reconstruction": recon, "other_song": batch["other_target"][i],
                      "mix": batch["mix"][i], **{kind: made[kind][i] for kind in made}}
             true = TrueBass(target, rate, truth)
-            row: dict[str, Any] = {"key": str(key), "true_onsets": [] if true.onsets is None else true.onsets.tolist()}
+            row: dict[str, Any] = {"key": str(key), "true_onsets": [] if true.onsets is None else true.onsets.tolist(),
+                                   "chord_source": truth.get("chord_source", "annotated")}
             pattern = (truth.get("patterns") or {}).get("bass")
             if pattern:  # synthetic songs say what the bass plays: the report breaks the scores down by it
                 row["bass_pattern"] = str(pattern)
@@ -199,6 +215,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ceiling = kinds["true"].get("chord_tone", 0.0)
     report["reconstruction_share_of_ceiling"] = (kinds["reconstruction"].get("chord_tone", 0.0) / ceiling
                                                  if ceiling else float("nan"))
+    sources = [r.get("chord_source", "annotated") for r in rows]
+    report["chord_sources"] = {source: sources.count(source) for source in sorted(set(sources))}
     levels = [r["generated"]["level_db"] - r["true"]["level_db"] for r in rows]
     report["generated_level_minus_true_db"] = float(np.mean(levels))
     return report
@@ -234,10 +252,18 @@ def headline(report: dict[str, Any]) -> str:
     return text + f"; level {report['generated_level_minus_true_db']:+.1f} dB against the true bass"
 
 
+def chord_sources_words(sources: dict[str, int]) -> str:
+    """Which chords the scores used: the songs' annotations, estimates from the mix, or both."""
+    words = {"annotated": "annotated in the data", "estimated": "estimated from the mix (chroma templates "
+             "and Viterbi, bassray/eval/chords.py)"}
+    return "; ".join(f"{n} song{'s' if n != 1 else ''} {words.get(k, k)}" for k, n in sources.items()) or "annotated"
+
+
 def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
     fid = report["reconstruction_fidelity"]
     parts = [f"# Musical fit on {report['songs']} held-out songs", "",
              f"Bundle `{report['bundle']}`, data `{report['data']}` ({', '.join(report['splits'])}).", "",
+             f"Chords: {chord_sources_words(report.get('chord_sources', {}))}.", "",
              "## Notes", "",
              "chord_tone_coverage: share of the frames where the true bass plays a note in which the line "
              "sounds a chord tone (pYIN, 30-400 Hz); chord_tone: the same share over the line's own voiced "
