@@ -18,6 +18,7 @@ BENCHMARKS = {
     "data": "bassray.distributed.data_benchmark",
     "autoencoder": "bassray.bench.autoencoder",
     "serve": "bassray.serving.bench",
+    "uploads": "bassray.serving.upload_bench",
     "generate": "bassray.bench.generate",
     "train-step": "bassray.bench.train_step",
 }
