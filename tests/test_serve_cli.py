@@ -2,29 +2,20 @@
 through the MLflow registry, serves it on 127.0.0.1 and stops on SIGTERM."""
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from bassray.bench.untrained_bundle import write_untrained_bundle
 from bassray.config import load_config
 from ray_cluster import cluster_env, free_port
+from serve_client import generate_once, get_json
 
 pytestmark = pytest.mark.slow
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read())
 
 
 def registered_bundle(home) -> tuple[str, str]:
@@ -59,16 +50,7 @@ def test_serve_a_registered_model(tmp_path):
         info = get_json(f"http://127.0.0.1:{port}/info")
         assert info["model"]["registry"] == {"model": "bassray-diffusion", "model_version": version, "run_id": run_id}
         assert (home / "bundle-cache" / "bassray-diffusion" / version / "bundle.json").exists()
-        buffer = io.BytesIO()
-        sf.write(buffer, np.random.default_rng(0).normal(0, 0.1, 16000 * 2).astype(np.float32), 16000, format="WAV")
-        boundary = "bassrayboundary"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"steps\"\r\n\r\n2\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"mix\"; filename=\"mix.wav\"\r\n"
-                "Content-Type: audio/wav\r\n\r\n").encode() + buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/generate", data=body, method="POST",
-                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            audio, rate = sf.read(io.BytesIO(response.read()))
+        audio, rate = generate_once(port)
         assert rate == 16000 and len(audio) == 32000
     finally:
         proc.send_signal(signal.SIGTERM)  # serve.shutdown(), then Ray's own shutdown at exit

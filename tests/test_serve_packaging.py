@@ -3,47 +3,23 @@
 venv, run outside the checkout."""
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
 from bassray.bench.untrained_bundle import write_untrained_bundle
 from bassray.config import load_config
 from ray_cluster import REPO, cluster_env, free_port
+from serve_client import generate_once, get_json
 
 pytestmark = pytest.mark.slow
 SERVE_CLI = "import sys; from ray.serve.scripts import cli; sys.exit(cli())"
-
-
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def _generate(port: int) -> tuple[np.ndarray, int]:
-    buffer = io.BytesIO()
-    sf.write(buffer, np.random.default_rng(0).normal(0, 0.1, 16000 * 2).astype(np.float32), 16000, format="WAV")
-    boundary = "bassrayboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"steps\"\r\n\r\n2\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"mix\"; filename=\"mix.wav\"\r\n"
-            "Content-Type: audio/wav\r\n\r\n").encode() + buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/generate", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        assert response.status == 200
-        audio, rate = sf.read(io.BytesIO(response.read()))
-    return audio, rate
 
 
 def _serve_and_check(command: list[str], port: int, env: dict, cwd: Path, log: Path) -> dict:
@@ -56,14 +32,14 @@ def _serve_and_check(command: list[str], port: int, env: dict, cwd: Path, log: P
         while True:
             assert proc.poll() is None, log.read_text(errors="replace")[-4000:]
             try:
-                if _get_json(f"http://127.0.0.1:{port}/healthz")["status"] == "ok":
+                if get_json(f"http://127.0.0.1:{port}/healthz")["status"] == "ok":
                     break
             except OSError:
                 pass
             assert time.monotonic() < deadline, "no answer in 5 minutes:\n" + log.read_text(errors="replace")[-4000:]
             time.sleep(1)
-        info = _get_json(f"http://127.0.0.1:{port}/info")
-        audio, rate = _generate(port)
+        info = get_json(f"http://127.0.0.1:{port}/info")
+        audio, rate = generate_once(port)
         assert rate == 16000 and len(audio) == 32000
         return info
     finally:

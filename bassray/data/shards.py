@@ -7,7 +7,6 @@ leaves a shard that looks whole; a re-run clears the output folder and rewrites 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import re
