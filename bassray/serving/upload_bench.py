@@ -72,6 +72,20 @@ class PeakRss:
         return (self.peak[pid] - self.first[pid]) / 2**20
 
 
+def _proxy_pid() -> int:
+    """Ray Serve's HTTP proxy among this process's own descendants (the Ray that ``run`` started)."""
+    import psutil
+    for _ in range(100):
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if "ProxyActor" in " ".join(child.cmdline()):
+                    return child.pid
+            except psutil.Error:
+                continue
+        time.sleep(0.1)
+    raise RuntimeError("no ProxyActor process found under this process")
+
+
 def measure(port: int, proxy_pid: int, uploads: int, megabytes: int) -> dict:
     import os
     statuses: list = []
@@ -98,7 +112,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     import ray
     from ray import serve
-    from ray.util.state import list_actors
 
     from bassray.bench.untrained_bundle import write_untrained_bundle
     from bassray.config import load_config
@@ -114,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": internal})
     serve.run(build_app({"bundle": str(bundle), "device": "cpu", "max_upload_mb": args.limit_mb,
                          "cpus_per_replica": 0.5}), name="bassray", route_prefix="/")
-    proxy_pid = next(a.pid for a in list_actors(filters=[("class_name", "=", "ProxyActor")]))
+    proxy_pid = _proxy_pid()
     front = BodyLimitFront("127.0.0.1", public, f"http://127.0.0.1:{internal}",
                            int(args.limit_mb * 1e6) + FORM_SLACK_BYTES).start()
     try:
