@@ -84,8 +84,10 @@ def evaluate(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
                 continue
             result["seconds"] = time.perf_counter() - started
             report[report_key(section)] = result
+    again = ["bassray evaluate", str(bundle_dir), str(data_dir), "--split", ",".join(splits),
+             *(["--songs", str(songs)] if songs else []), "--seed", str(seed), "--out", str(out)]
     report["skipped"] = skipped_sections(report, asked=list(only) if only else None, contrastive=options.contrastive,
-                                         failed=failed, command=f"bassray evaluate {bundle_dir} {data_dir} --out {out}")
+                                         failed=failed, command=" ".join(again))
     for section, why in report["skipped"].items():
         log.info("evaluate: no %s section (%s); to add it: %s", section, why["reason"], why["command"])
     report_path.write_text(json.dumps(report, indent=2, default=float))
