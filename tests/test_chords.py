@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from bassray.data.compose import compose_song
+from bassray.data.compose import QUALITIES, compose_song
 from bassray.data.shards import TrackSegment, write_shards
 from bassray.data.synth import read_soundfont, render_song
-from bassray.eval.chords import QUALITIES, chord_accuracy, estimate_chords
+from bassray.eval.chords import chord_accuracy, estimate_chords
 from bassray.eval.evaluate import TrueBass, held_out_songs
 
 RATE = 16000
@@ -99,3 +99,11 @@ def test_songs_without_annotations_are_scored_against_estimated_chords(unannotat
         assert own["chord_tone_coverage"] >= 0.8 and own["chord_tone_coverage"] > other["chord_tone_coverage"] + 0.2
     with pytest.raises(ValueError, match="choose from"):
         held_out_songs(unannotated_shards, ["test"], "bass", chords="guessed")
+
+
+def test_every_quality_of_the_songs_has_a_harte_name_mir_eval_reads():
+    from bassray.eval.chords import HARTE
+    assert set(HARTE) == set(QUALITIES)
+    chords = [{"start": float(i), "end": i + 1.0, "root": i % 12, "intervals": list(iv)}
+              for i, iv in enumerate(QUALITIES.values())]
+    assert chord_accuracy(chords, chords, float(len(chords)))["majmin"] == pytest.approx(1.0)

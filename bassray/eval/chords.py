@@ -11,11 +11,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# Chord qualities as semitones above the root; the same vocabulary as bassray.data.compose.
-QUALITIES = {"maj": (0, 4, 7), "min": (0, 3, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11),
-             "m7": (0, 3, 7, 10), "m7b5": (0, 3, 6, 10)}
+from bassray.data.compose import NOTE_NAMES, QUALITIES
+
+# The synthetic songs' chord qualities (semitones above the root), in Harte's notation for mir_eval.
 HARTE = {"maj": "maj", "min": "min", "7": "7", "maj7": "maj7", "m7": "min7", "m7b5": "hdim7"}
-NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 HOP_SECONDS = 0.128
 # Chords hold for about a bar or more: the chance of staying in one per 128 ms frame.
 SELF_TRANSITION = 0.97
