@@ -39,6 +39,16 @@ def cmd_data_ingest(args) -> int:
     return 0
 
 
+def cmd_data_render(args) -> int:
+    from bassray.distributed.render_midi import render_midi_collection
+    manifest = render_midi_collection(args.midi_dir, args.out_dir, _config(args), soundfonts=args.soundfont,
+                                      seed=args.seed, vary_programs=not args.same_programs,
+                                      files_per_batch=args.files_per_batch, max_seconds=args.max_seconds)
+    print(json.dumps({"counts": manifest["counts"], "stems": manifest["stems"],
+                      "skipped": manifest["skipped"][:20]}, indent=2))
+    return 0
+
+
 def cmd_export(args) -> int:
     from bassray.bundles.export import export_checkpoint
     print(export_checkpoint(args.checkpoint, args.output))
@@ -175,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["musdb", "slakh", "folders"], required=True)
     _add_config(p)
     p.set_defaults(func=cmd_data_ingest)
+
+    p = data.add_parser("render", help="render a folder of MIDI files into shards (Ray Data; resumes)")
+    p.add_argument("midi_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--soundfont", action="append", default=[], metavar="SF2",
+                   help="General MIDI SoundFont (repeatable: each file takes one; default pretty_midi's TimGM6mb)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the program variation and SoundFont choice")
+    p.add_argument("--same-programs", action="store_true", help="keep each track's program (no variation)")
+    p.add_argument("--files-per-batch", type=int, default=16, help="files per Ray task (and per shard batch)")
+    p.add_argument("--max-seconds", type=float, default=300.0, help="cut longer files")
+    _add_config(p)
+    p.set_defaults(func=cmd_data_render)
 
     p = sub.add_parser("export", help="turn a training checkpoint into a bundle")
     p.add_argument("checkpoint", type=Path,

@@ -23,7 +23,8 @@ from bassray.audio import AudioReadError, encode_flac, read_audio
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-SHARD_PATTERN = "{split}-{index:06d}.tar"
+# ``prefix`` names a batch of a job that writes its shards in parts (the MIDI render), else "".
+SHARD_PATTERN = "{split}-{prefix}{index:06d}.tar"
 MANIFEST_NAME = "manifest.json"
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -72,9 +73,9 @@ def segment_metadata(segment: TrackSegment) -> dict[str, Any]:
 class ShardWriter:
     """Writes segments of one split into tars of about ``target_bytes`` each."""
 
-    def __init__(self, out_dir: str | Path, split: str, target_bytes: int):
+    def __init__(self, out_dir: str | Path, split: str, target_bytes: int, prefix: str = ""):
         self.out_dir = Path(out_dir)
-        self.split = split
+        self.split, self.prefix = split, prefix
         self.target_bytes = int(target_bytes)
         self.index = 0
         self.paths: list[Path] = []
@@ -84,7 +85,7 @@ class ShardWriter:
         self._bytes = 0
 
     def _open(self) -> None:
-        final = self.out_dir / SHARD_PATTERN.format(split=self.split, index=self.index)
+        final = self.out_dir / SHARD_PATTERN.format(split=self.split, prefix=self.prefix, index=self.index)
         self._partial = final.with_suffix(".tar.partial")
         self._file = open(self._partial, "wb")
         self._tar = wds.TarWriter(self._file)
@@ -127,12 +128,15 @@ def clear_shards(out_dir: str | Path) -> None:
 
 
 def write_shards(segments: Iterable[TrackSegment], out_dir: str | Path, *, shard_target_mb: float,
-                 val_fraction: float, test_fraction: float, split_seed: int) -> dict[str, Any]:
-    """Write segments into per-split shards; returns counts per split (tracks, segments, seconds)."""
+                 val_fraction: float, test_fraction: float, split_seed: int, prefix: str = ""
+                 ) -> dict[str, Any]:
+    """Write segments into per-split shards; returns counts per split (tracks, segments, seconds).
+    Without ``prefix`` the folder is cleared first; with one, only that batch's shards are written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clear_shards(out_dir)
-    writers = {s: ShardWriter(out_dir, s, int(shard_target_mb * 2**20)) for s in SPLITS}
+    if not prefix:
+        clear_shards(out_dir)
+    writers = {s: ShardWriter(out_dir, s, int(shard_target_mb * 2**20), prefix) for s in SPLITS}
     stats = {s: {"tracks": set(), "official": set(), "segments": 0, "seconds": 0.0} for s in SPLITS}
     for segment in segments:
         # A collection's own split when it has one (MUSDB18, Slakh2100), else a hash of the track.

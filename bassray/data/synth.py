@@ -90,9 +90,7 @@ def render_song(song: Song, soundfont_bytes: bytes, sample_rate: int,
         audio = render_midi(song.stem_midi(name), soundfont_bytes, song.duration, sample_rate, channels)
         gain = 10.0 ** (song.gains_db[name] / 20.0) * _pan_gains(song.pans[name], channels)
         stems[name] = audio * gain[:, None]
-    mix = sum(stems.values())
-    peak = max(float(np.abs(mix).max()), max(float(np.abs(w).max()) for w in stems.values()))
-    gain = MIX_PEAK / peak if peak > 0 else 1.0
+    gain = mix_gain(stems)
     return {name: (w * gain).astype(np.float32) for name, w in stems.items()}, gain
 
 
@@ -129,17 +127,28 @@ def song_segments(index: int, song: Song, stems: dict[str, np.ndarray], gain: fl
                   config: Config) -> Iterator[TrackSegment]:
     """Cut one rendered song into segments of at most ``config.data.segment_seconds``, each with
     the ground truth of its own time span."""
+    return truth_segments(track_key(index), song.ground_truth(), stems, gain, config)
+
+
+def truth_segments(track_id: str, truth: dict[str, Any], stems: dict[str, np.ndarray], gain: float,
+                   config: Config) -> Iterator[TrackSegment]:
+    """Segments of any rendered song whose ground truth has the synthetic songs' format."""
     rate = config.audio.sample_rate
-    key = track_key(index)
-    truth = song.ground_truth()
     length = next(iter(stems.values())).shape[1]
     bounds = segment_bounds(length, rate, config.data.segment_seconds)
     for segment, (start, end) in enumerate(bounds):
         meta = cut_ground_truth(truth, start / rate, end / rate)
         meta.update(segment_index=segment, segment_count=len(bounds), gain=gain)
-        yield TrackSegment(key=f"{key}-s{segment:03d}", track_id=key, sample_rate=rate,
+        yield TrackSegment(key=f"{track_id}-s{segment:03d}", track_id=track_id, sample_rate=rate,
                            stems={n: np.ascontiguousarray(w[:, start:end]) for n, w in stems.items()},
                            meta=meta)
+
+
+def mix_gain(stems: dict[str, np.ndarray]) -> float:
+    """One gain for all stems so that their sum (and each stem) peaks at about -1 dBFS."""
+    mix = sum(stems.values())
+    peak = max(float(np.abs(mix).max()), max(float(np.abs(w).max()) for w in stems.values()))
+    return MIX_PEAK / peak if peak > 0 else 1.0
 
 
 class _SynthRun:
