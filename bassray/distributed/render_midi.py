@@ -125,7 +125,9 @@ def render_midi_collection(midi_dir: str | Path, out_dir: str | Path, config: Co
     if tasks:
         ensure_ray()
         # One task per batch, one CPU each; Ray Data shows the progress and spreads them over the cluster.
-        ray.data.from_items(tasks, override_num_blocks=len(tasks)).map(render_batch, num_cpus=1).take_all()
+        rows = [{"task": json.dumps(t)} for t in tasks]  # as JSON: Arrow need not type the config's fields
+        ray.data.from_items(rows, override_num_blocks=len(rows)).map(
+            lambda row: render_batch(json.loads(row["task"])), num_cpus=1).take_all()
     records = [json.loads(_record_path(out, i).read_text()) for i in range(len(batches))]
     splits = {s: {"tracks": sum(r["splits"][s]["tracks"] for r in records),
                   "segments": sum(r["splits"][s]["segments"] for r in records),
