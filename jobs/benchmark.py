@@ -21,6 +21,7 @@ BENCHMARKS = {
     "uploads": "bassray.serving.upload_bench",
     "generate": "bassray.bench.generate",
     "train-step": "bassray.bench.train_step",
+    "render": "bassray.bench.render",
 }
 
 
