@@ -6,6 +6,8 @@ Content-Length over it is refused at once, a chunked body is cut off at the limi
 the proxy behind never holds more than the limit per request.
 
 It bounds bodies only; TLS belongs to the ingress or load balancer in front (docs/cluster.md).
+Behind it every caller reaches the app from 127.0.0.1, so the app's keyless loopback mode would
+admit anyone: `bassray serve` keeps refusing to bind any other host without API keys.
 """
 from __future__ import annotations
 
