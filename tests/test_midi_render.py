@@ -72,3 +72,11 @@ def test_render_job_writes_shards_training_reads_and_resumes(tmp_path, ray_sessi
     assert again["counts"]["batches_rendered_now"] == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")} == before
     assert again["counts"]["segments"] == manifest["counts"]["segments"]
+
+
+def test_the_ground_truth_is_plain_json(tmp_path):
+    """pretty_midi reads times as numpy floats: the JSON in a shard must not depend on numpy."""
+    path = tmp_path / "song.mid"
+    song_midi().write(str(path))
+    truth = midi_song(path, seed=1).truth
+    assert json.loads(json.dumps(truth)) == truth

@@ -109,7 +109,7 @@ def midi_song(path: str | Path, *, max_seconds: float | None = None, seed: int |
     groups: dict[str, list[pretty_midi.Instrument]] = {}
     for instrument in tracks:
         is_bass = any(instrument is b for b in basses)
-        program = instrument.program if instrument.is_drum else _vary_program(instrument.program, rng)
+        program = int(instrument.program) if instrument.is_drum else _vary_program(instrument.program, rng)
         if is_bass and not 32 <= program <= 39:  # an unmarked bass line keeps a bass's sound
             program = 32 + (program % 8)
         copy = pretty_midi.Instrument(program=program, is_drum=instrument.is_drum, name=instrument.name)
@@ -123,9 +123,9 @@ def midi_song(path: str | Path, *, max_seconds: float | None = None, seed: int |
         song = pretty_midi.PrettyMIDI(initial_tempo=tempo)
         song.instruments = instruments
         stems[stem] = song
-        notes = sorted(([n.pitch, round(n.start, 4), round(n.end, 4), n.velocity]
+        notes = sorted(([int(n.pitch), round(float(n.start), 4), round(float(n.end), 4), int(n.velocity)]
                         for i in instruments for n in i.notes), key=lambda n: (n[1], n[0]))
-        parts[stem] = {"programs": [i.program for i in instruments], "is_drum": instruments[0].is_drum,
+        parts[stem] = {"programs": [int(i.program) for i in instruments], "is_drum": bool(instruments[0].is_drum),
                        "notes": notes}
     chords = chordify([i for s, group in groups.items() if s != "drums" for i in group if not i.is_drum],
                       midi.get_beats(), duration)
