@@ -108,13 +108,14 @@ def test_an_installed_wheel_serves_outside_the_checkout(tmp_path):
     (site / "deps.pth").write_text("\n".join(deps) + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q", str(wheel)],
                    check=True, capture_output=True, timeout=300)
+    # No PYTHONPATH: a checkout on it (as when the suite runs from a snapshot) would shadow the wheel.
+    env = cluster_env(BASSRAY_HOME=str(tmp_path / "home"), PYTHONPATH="")
     where = subprocess.run([python, "-c", "import bassray.serving.app as a; print(a.__file__)"], cwd=tmp_path,
-                           check=True, capture_output=True, text=True).stdout.strip()
+                           env=env, check=True, capture_output=True, text=True).stdout.strip()
     assert where.startswith(str(site)), where
     assert (Path(where).with_name("page.html")).exists()
 
     bundle = write_untrained_bundle(tmp_path / "bundle", load_config("tiny"))
-    env = cluster_env(BASSRAY_HOME=str(tmp_path / "home"), PYTHONPATH="")
     port = free_port()
     config = _deploy_config(tmp_path, port, {"bundle": str(bundle)})
     info = _serve_and_check([python, "-c", SERVE_CLI, "run", str(config)], port, env, tmp_path,
