@@ -93,23 +93,24 @@ def test_serve_run_serves_a_registry_alias(tmp_path):
 def test_an_installed_wheel_serves_outside_the_checkout(tmp_path):
     """Build the wheel, install it without the checkout into a fresh venv (its dependencies come from
     this environment through a path file), then serve with `serve run` and `bassray serve`."""
+    # No PYTHONPATH anywhere here: a checkout on it (as when the suite runs from a snapshot) would
+    # shadow the wheel, and pip would take the checkout's metadata for an installed bassray.
+    env = cluster_env(BASSRAY_HOME=str(tmp_path / "home"), PYTHONPATH="")
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
+                    str(wheels), str(REPO)], env=env, check=True, capture_output=True, timeout=300)
     wheel = next(wheels.glob("bassray-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
     site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+                               env=env, check=True, capture_output=True, text=True).stdout.strip())
     # This environment's packages, as plain path entries: their own path files (the checkout's
     # editable install among them) are not read, so `bassray` can only come from the wheel.
     deps = [p for p in sys.path if p.endswith("site-packages")]
     (site / "deps.pth").write_text("\n".join(deps) + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q", str(wheel)],
-                   check=True, capture_output=True, timeout=300)
-    # No PYTHONPATH: a checkout on it (as when the suite runs from a snapshot) would shadow the wheel.
-    env = cluster_env(BASSRAY_HOME=str(tmp_path / "home"), PYTHONPATH="")
+                   env=env, check=True, capture_output=True, timeout=300)
     where = subprocess.run([python, "-c", "import bassray.serving.app as a; print(a.__file__)"], cwd=tmp_path,
                            env=env, check=True, capture_output=True, text=True).stdout.strip()
     assert where.startswith(str(site)), where
