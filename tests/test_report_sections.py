@@ -30,3 +30,16 @@ def test_failures_and_the_contrastive_model_are_told_apart():
     assert skipped["matching"]["reason"] == "not run"  # a model was given: nothing else to say
     assert skipped_sections({report_key(s): {} for s in SECTIONS}, asked=None, contrastive=None, failed={},
                             command=COMMAND) == {}
+
+
+def test_a_sweep_lists_every_baseline_with_its_own_figure():
+    """FAD and chord-tone baselines name different basses: each is printed, none as nan."""
+    from bassray.eval.report import sweep_markdown
+    section = {"songs": 4, "fit_songs": 2, "embedding": "chroma-mfcc", "plot": "p.png",
+               "points": [{"steps": 8, "sampler": "ddim", "fad": 10.0, "chord_tone": 0.5, "harmony": 1.0}],
+               "baselines": {"fad": {"other songs' true bass": 1.0, "unconditional model": 20.0},
+                             "chord_tone": {"true bass": 0.9, "another song's bass": 0.2, "unconditional model": 0.3}}}
+    text = "\n".join(sweep_markdown("t", section, "steps", "sampler"))
+    assert "nan" not in text
+    for figure in ("1.000", "20.000", "0.90", "0.20", "0.30"):
+        assert figure in text

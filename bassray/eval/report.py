@@ -38,9 +38,10 @@ def sweep_markdown(title: str, section: dict[str, Any], x: str, extra: str | Non
         raw = (f" {p.get('fad_no_snap', float('nan')):.3f} | {p.get('chord_tone_no_snap', float('nan')):.2f} |"
                if both else "")
         lines.append(f"| {p[x]:g} |" + (shown if extra else "") + f" {p['fad']:.3f} | {p['chord_tone']:.2f} |" + raw)
-    lines += ["", "Baselines: " + "; ".join(
-        f"{name}: FAD {base['fad'].get(name, float('nan')):.3f}, chord-tone {value:.2f}"
-        for name, value in base["chord_tone"].items()) + ".", ""]
+    # The two baselines name different basses (FAD needs a set of other songs' basses), so each is listed apart.
+    lines += ["", "Baselines: FAD " + ", ".join(f"{name} {value:.3f}" for name, value in base["fad"].items())
+              + "; chord-tone " + ", ".join(f"{name} {value:.2f}" for name, value in base["chord_tone"].items())
+              + ".", ""]
     return lines
 
 
