@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> None:
     from bassray.serving.launch import _free_loopback_port
     from bassray.serving.validation import FORM_SLACK_BYTES
 
-    bundle = write_untrained_bundle(Path(tempfile.mkdtemp(prefix="bassray-upload-bench-")) / "bundle",
-                                    load_config("tiny"))
+    scratch = tempfile.TemporaryDirectory(prefix="bassray-upload-bench-")
+    bundle = write_untrained_bundle(Path(scratch.name) / "bundle", load_config("tiny"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     internal, public = _free_loopback_port(), _free_loopback_port()
     serve.start(http_options={"host": "127.0.0.1", "port": internal})
@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> None:
         front.stop()
         serve.shutdown()
         ray.shutdown()
+        scratch.cleanup()
     print(f"{args.uploads} concurrent chunked uploads of {args.mb} MB each, upload limit {args.limit_mb:g} MB "
           f"(peak RSS growth over idle; the front runs in this process)")
     print("| route | answers | proxy peak MB | front process peak MB | client sent MB | seconds |")
