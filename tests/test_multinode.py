@@ -8,6 +8,7 @@ import pytest
 from bassray.config import load_config
 from bassray.data.shards import write_shards
 from bassray.data.sine_stems import sine_segments
+from midi_fixtures import song_midi, write_fixture_folder
 from ray_cluster import LocalRayNode, cluster_env, submit_job, wait_for_nodes, write_tiny_ldm_inputs
 
 pytestmark = pytest.mark.slow
@@ -64,3 +65,23 @@ def test_both_stages_train_on_both_nodes(two_nodes, tmp_path):
         ranks = worker_nodes(home, run_name)
         assert len(ranks) == 2 and set(ranks) == node_ids, run_name  # one worker on each node
         assert (home / "bundles" / run_name / "bundle.json").exists()
+
+
+def test_midi_render_spreads_over_both_nodes(two_nodes, tmp_path):
+    """`bassray data render` submitted as a job: one task per file, on both nodes; bad files are
+    skipped and counted as on one node."""
+    import json
+    head, env, node_ids = two_nodes
+    midi = tmp_path / "midi"
+    expected = write_fixture_folder(midi)
+    for i in range(4):
+        song_midi(bars=2 + i % 2).write(str(midi / f"more-{i}.mid"))
+    out = tmp_path / "shards"
+    done = submit_job(head.job_address, env, [
+        "-m", "bassray.cli", "data", "render", str(midi), str(out), "--files-per-batch", "1",
+        "--set", "data.segment_seconds=4.0", "--set", "data.crop_seconds=1.0"])
+    assert done.returncode == 0 and "succeeded" in done.stdout, (done.stdout + done.stderr)[-4000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["tracks_kept"] == 6
+    assert manifest["skipped_count"] == sum(1 for why in expected.values() if why)
+    assert set(manifest["nodes"]) == node_ids  # the tasks ran on both nodes

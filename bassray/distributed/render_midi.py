@@ -79,7 +79,10 @@ def render_batch(task: dict[str, Any]) -> dict[str, Any]:
     data = config.data
     splits = write_shards(segments(), out_dir, shard_target_mb=data.shard_target_mb, val_fraction=data.val_fraction,
                           test_fraction=data.test_fraction, split_seed=data.split_seed, prefix=prefix)
-    record = {"batch": batch, "files": task["files"], "kept": kept, "skipped": skipped, "stems": stem_counts,
+    import ray
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    record = {"batch": batch, "node": node, "files": task["files"], "kept": kept, "skipped": skipped,
+              "stems": stem_counts,
               "splits": {s: {k: v for k, v in info.items() if k != "shards"} for s, info in splits.items()},
               "seconds": round(time.perf_counter() - started, 2)}
     path = _record_path(out_dir, batch)
@@ -147,6 +150,7 @@ def render_midi_collection(midi_dir: str | Path, out_dir: str | Path, config: Co
                    "segments": sum(s["segments"] for s in splits.values()),
                    "hours": {name: s["hours"] for name, s in splits.items()},
                    "batches": len(batches), "batches_rendered_now": len(tasks)},
+        "nodes": sorted({r.get("node", "") for r in records} - {""}),
         "stems": dict(sorted(stems.items())), "splits": splits,
         "shards": {name: s["shards"] for name, s in splits.items()},
         "skipped": skipped, "skipped_count": len(skipped),
