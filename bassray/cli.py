@@ -49,6 +49,18 @@ def cmd_data_render(args) -> int:
     return 0
 
 
+def cmd_data_corpus(args) -> int:
+    from bassray.data.music21_corpus import export_corpus
+    progress = lambda i, n, name: (i % 10 == 0 or i == n) and logging.getLogger("bassray").info(  # noqa: E731
+        "corpus: %d/%d works (%s)", i, n, name)
+    summary = export_corpus(args.out_dir, works_per_composer=args.works_per_composer, test_works=args.test_works,
+                            val_works=args.val_works, seed=args.seed, composers=args.composer or None,
+                            progress=progress)
+    print(json.dumps({k: summary[k] for k in ("files", "composers", "seconds")} |
+                     {"skipped": len(summary["skipped"])}, indent=2))
+    return 0
+
+
 def cmd_export(args) -> int:
     from bassray.bundles.export import export_checkpoint
     print(export_checkpoint(args.checkpoint, args.output))
@@ -87,7 +99,7 @@ def cmd_quickstart(args) -> int:
     from bassray.quickstart import run_quickstart
     log_file = quiet_console(home, verbose=args.verbose)
     summary = run_quickstart(_config(args), root=args.root, songs=args.songs, seed=args.seed,
-                             num_workers=args.num_workers)
+                             num_workers=args.num_workers, corpus=args.corpus)
     tables = summary.pop("tables")
     print("\n" + tables)
     width = max(len(k) for k in summary)
@@ -198,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.set_defaults(func=cmd_data_render)
 
+    p = data.add_parser("corpus", help="write music21's multi-part works as MIDI files for `data render` "
+                                       "(splits by composer; J. S. Bach held out as the test set)")
+    p.add_argument("out_dir", type=Path, help="MIDI folder to write ({split}/{composer}/{work}.mid)")
+    p.add_argument("--works-per-composer", type=int, default=40, help="training works drawn per composer")
+    p.add_argument("--test-works", type=int, default=32, help="J. S. Bach works drawn for the test split")
+    p.add_argument("--val-works", type=int, default=16, help="validation composers' works drawn")
+    p.add_argument("--composer", action="append", default=[], help="only these corpus folders (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_corpus)
+
     p = sub.add_parser("export", help="turn a training checkpoint into a bundle")
     p.add_argument("checkpoint", type=Path,
                    help="a checkpoint_* folder, or a run folder (its newest checkpoint is taken)")
@@ -299,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--songs", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=1)
+    from bassray.quickstart import CORPORA
+    p.add_argument("--corpus", choices=CORPORA, default=None,
+                   help="also train on real compositions (music21's corpus; J. S. Bach held out) and "
+                        "score held-out real works")
     _add_config(p)
     p.set_defaults(func=cmd_quickstart)
     return parser

@@ -1,6 +1,10 @@
 """``bassray quickstart``: every stage end to end on local Ray with the local MLflow store —
 synthetic songs, shards, both autoencoders, latents, the diffusion model, then bass lines
-generated for held-out mixes and scored for musical fit."""
+generated for held-out mixes and scored for musical fit.
+
+``--corpus music21`` adds real compositions: music21's multi-part works rendered like any MIDI
+collection and trained on beside the synthetic songs, with J. S. Bach's works (never trained on)
+and the validation composers scored in a second report (bassray/data/music21_corpus.py)."""
 from __future__ import annotations
 
 import logging
@@ -42,7 +46,7 @@ def _reconstruction(bundle_dir: Path, data_dir: Path) -> str:
     return "no held-out split to measure on"
 
 
-def _tables(fit: dict, conditioning: str) -> str:
+def _tables(fit: dict, conditioning: str | None) -> str:
     from bassray.eval.evaluate import articulation_table, fit_table, headline
     fid = fit["reconstruction_fidelity"]
     return "\n".join([
@@ -52,8 +56,8 @@ def _tables(fit: dict, conditioning: str) -> str:
         f"bass autoencoder: pitch accuracy vs its input {fid.get('pitch_accuracy', float('nan')):.2f} "
         f"(octave errors {fid.get('octave_errors', float('nan')):.2f}), chroma cosine "
         f"{fid.get('chroma_cosine', float('nan')):.2f}; chord-tone agreement "
-        f"{fit['reconstruction_share_of_ceiling']:.0%} of the true bass's", "",
-        "Diffusion v-loss on held-out latents by condition: " + conditioning])
+        f"{fit['reconstruction_share_of_ceiling']:.0%} of the true bass's"] +
+        (["", "Diffusion v-loss on held-out latents by condition: " + conditioning] if conditioning else []))
 
 
 def _conditioning(bundle_dir: Path, latent_dir: Path) -> str:
@@ -136,8 +140,34 @@ def _copy_ray_logs(home: Path) -> None:
         shutil.copytree(source, home / "logs" / "ray", dirs_exist_ok=True)
 
 
+CORPORA = ("music21",)
+# The corpus recipe's size: about 200 works of at most 2 minutes (3-4 hours of audio at 16 kHz),
+# which music21 parses and Ray renders in about ten minutes on 2 cores.
+CORPUS_WORKS_PER_COMPOSER = 40
+CORPUS_MAX_SECONDS = 120.0
+
+
+def _corpus_shards(corpus: str, home: Path, config: Config, seed: int, stage) -> Path:
+    """The corpus's works as MIDI (resumable), rendered into shards on Ray Data; returns the shards."""
+    from bassray.data.music21_corpus import export_corpus
+    from bassray.distributed.render_midi import render_midi_collection
+    if corpus not in CORPORA:
+        raise ValueError(f"unknown corpus {corpus!r}; known: {', '.join(CORPORA)}")
+    midi_dir, shards = home / "data" / f"{corpus}-midi", home / "data" / f"{corpus}-{config.name}"
+    stage(f"   writing music21's multi-part works as MIDI into {midi_dir} (J. S. Bach: test only)")
+    progress = lambda i, n, name: i % 25 == 0 and log.info("   corpus: %d/%d works (%s)", i, n, name)  # noqa: E731
+    export_corpus(midi_dir, works_per_composer=CORPUS_WORKS_PER_COMPOSER, seed=seed, progress=progress)
+    stage(f"   rendering them into {shards}")
+    manifest = render_midi_collection(midi_dir, shards, config, seed=seed, files_per_batch=8,
+                                      max_seconds=CORPUS_MAX_SECONDS)
+    log.info("   corpus: %d works kept, %d skipped; hours %s", manifest["counts"]["tracks_kept"],
+             manifest["counts"]["tracks_skipped"],
+             {k: round(v, 2) for k, v in manifest["counts"]["hours"].items()})
+    return shards
+
+
 def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 160, seed: int = 0,
-                   num_workers: int = 1) -> dict[str, str]:
+                   num_workers: int = 1, corpus: str | None = None) -> dict[str, str]:
     from bassray.data.synth import synthesize_dataset
     from bassray.distributed.encode_latents import encode_latents
     from bassray.distributed.runner import bassray_home, ensure_ray
@@ -153,15 +183,18 @@ def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 
     stage(f"1/6 composing and rendering {songs} synthetic songs into {data_dir}")
     synthesize_dataset(data_dir, num_songs=songs, config=config, seed=seed)
     ensure_ray()
+    corpus_dir = _corpus_shards(corpus, home, config, seed, stage) if corpus else None
+    # The training jobs read several shard folders given as one comma-joined argument.
+    train_data = f"{data_dir},{corpus_dir}" if corpus_dir else data_dir
     stage("2/6 training the mix autoencoder")
-    mix = train_autoencoder(config, "mix", data_dir, num_workers=num_workers, root=home, seed=seed,
+    mix = train_autoencoder(config, "mix", train_data, num_workers=num_workers, root=home, seed=seed,
                             run_name=f"quickstart-autoencoder-mix-{config.name}")
     stage(f"3/6 training the {target} autoencoder")
-    bass = train_autoencoder(config, target, data_dir, num_workers=num_workers, root=home, seed=seed,
+    bass = train_autoencoder(config, target, train_data, num_workers=num_workers, root=home, seed=seed,
                              run_name=f"quickstart-autoencoder-{target}-{config.name}")
     latent_dir = home / "data" / f"latents-{config.name}"
     stage(f"4/6 encoding latents into {latent_dir}")
-    encode_latents(config, data_dir, latent_dir, mix.bundle_dir, bass.bundle_dir, seed=seed)
+    encode_latents(config, train_data, latent_dir, mix.bundle_dir, bass.bundle_dir, seed=seed)
     stage("5/6 training the latent diffusion model")
     ldm = train_ldm(config, latent_dir, mix.bundle_dir, bass.bundle_dir, num_workers=num_workers,
                     root=home, seed=seed, run_name=f"quickstart-diffusion-{config.name}",
@@ -172,12 +205,20 @@ def run_quickstart(config: Config, root: str | Path | None = None, songs: int = 
     stage("6/6 generating bass lines for held-out songs and scoring their musical fit")
     fit = _musical_fit(ldm.bundle_dir, data_dir, home / "evaluation", seed)
     key, paths = _listening_example(fit, home / "evaluation", home / "quickstart")
+    tables = _tables(fit, _conditioning(ldm.bundle_dir, latent_dir))
+    if corpus_dir:
+        stage(f"   scoring held-out real works ({corpus}: J. S. Bach, then the validation composers)")
+        real = _musical_fit(ldm.bundle_dir, corpus_dir, home / f"evaluation-{corpus}", seed)
+        tables += f"\n\nHeld-out real works ({corpus} corpus)\n" + _tables(real, None)
     stage("done")
     _copy_ray_logs(home)
-    summary = {"tables": _tables(fit, _conditioning(ldm.bundle_dir, latent_dir))}
+    summary = {"tables": tables}
     summary.update({name: str(p) for name, p in paths.items()})
     for name, report in quality.items():
         summary[f"{name}_autoencoder_reconstruction"] = report
+    if corpus_dir:
+        summary.update({f"{corpus}_report": str(home / f"evaluation-{corpus}" / "report.md"),
+                        f"{corpus}_shards": str(corpus_dir)})
     summary.update({"musical_fit_report": str(home / "evaluation" / "report.md"), "held_out_segment": key,
                     "shards": str(data_dir), "latents": str(latent_dir),
                     "mix_autoencoder_bundle": str(mix.bundle_dir),

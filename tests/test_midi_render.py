@@ -80,3 +80,21 @@ def test_the_ground_truth_is_plain_json(tmp_path):
     song_midi().write(str(path))
     truth = midi_song(path, seed=1).truth
     assert json.loads(json.dumps(truth)) == truth
+
+
+def test_split_folders_are_kept_as_the_splits(tmp_path):
+    """A collection with train/ and test/ folders (the music21 corpus's held-out composers) keeps
+    them: every segment of a file under test/ is in a test shard, whatever the path's hash says."""
+    from bassray.distributed.render_midi import folder_split, render_batch
+    assert folder_split("test/bach/a.mid") == "test" and folder_split("val/x.mid") == "val"
+    assert folder_split("test.mid") is None and folder_split("songs/test/a.mid") is None
+    for split in ("train", "test"):
+        (tmp_path / "midi" / split).mkdir(parents=True)
+        song_midi(bars=2).write(str(tmp_path / "midi" / split / "song.mid"))
+    config = load_config("tiny", CONFIG)
+    render_batch({"batch": 0, "files": ["test/song.mid", "train/song.mid"], "midi_dir": str(tmp_path / "midi"),
+                  "out_dir": str(tmp_path / "shards"), "config": config.to_dict(), "soundfonts": [], "seed": 0,
+                  "vary_programs": False, "max_seconds": None})
+    found = {split: {s.meta["file"] for s in iter_segments(list_shards(tmp_path / "shards", split))}
+             for split in ("train", "test")}
+    assert found == {"train": {"train/song.mid"}, "test": {"test/song.mid"}}

@@ -103,3 +103,25 @@ def test_training_noise_touches_only_the_learnt_channels_and_only_in_training():
     assert torch.equal(model._with_training_noise(z), z)
     with pytest.raises(ValueError, match="latent_noise"):
         Autoencoder(load_config("tiny", ["bass_autoencoder.latent_noise=-1"]).bass_autoencoder, config.audio)
+
+
+def test_a_plucked_code_keeps_one_peak_per_attack_and_a_level_that_only_decays():
+    from bassray.models.rhythm_code import _frames, plucked_rhythm_code
+    parts, frames = 4, 6                                       # 24 parts in time
+    level = torch.full((24,), -1.0)
+    onset, low = torch.zeros(24), torch.zeros(24)
+    level[4:12] = torch.tensor([1.0, 0.9, 0.95, 0.8, 0.85, 0.7, 0.6, 0.5])   # one note that swells twice
+    onset[4], onset[5], onset[6], onset[8] = 2.0, 0.5, 0.4, 0.2   # its attack, a blip, a blip, a small one
+    level[16:20] = torch.tensor([1.1, 1.0, 0.9, 0.8])            # a second note after a rest
+    low[16] = 3.0
+    raw = torch.stack([level, onset, low])                      # [3, 24] in time order
+    code = raw.reshape(3, frames, parts).transpose(1, 2).reshape(1, 3 * parts, frames)
+    plucked = plucked_rhythm_code(code, parts, threshold=0.3, window=2)
+    assert plucked.shape == code.shape
+    p_level, p_onset, p_low = (_frames(plucked, k, parts)[0] for k in range(3))
+    assert torch.nonzero(p_onset).flatten().tolist() == [4]         # blips beside the attack go
+    assert torch.nonzero(p_low).flatten().tolist() == [16]
+    assert torch.all(p_level[5:16] <= p_level[4:15] + 1e-6)          # no swell until the next attack
+    assert p_level[16] == level[16] and torch.all(p_level <= level + 1e-6)
+    # a code that is already plucked (one clean attack per note, a falling level) is kept as is
+    assert torch.allclose(plucked_rhythm_code(plucked, parts, 0.3, 2), plucked)

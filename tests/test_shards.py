@@ -145,3 +145,18 @@ def test_interrupted_write_keeps_only_whole_shards_and_rerun_rewrites(tmp_path):
     names = sorted(p.name for p in shard_paths(tmp_path))
     assert names == sorted(n for v in stats.values() for n in v["shards"])
     assert sorted(s.key for s in iter_segments(shard_paths(tmp_path))) == [s.key for s in segments]
+
+
+def test_several_folders_join_into_one_data_argument(tmp_path, monkeypatch):
+    from bassray.data.shards import data_dirs, resolve_data_dirs
+    a, b = tmp_path / "synth", tmp_path / "rendered"
+    stats_a = write(track_segments(n_tracks=8, per_track=1), a, target_mb=0.01)
+    stats_b = write(track_segments(n_tracks=8, per_track=1), b, target_mb=0.01, seed=1)
+    both = list_shards(f"{a},{b}", "train")
+    assert both == list_shards(a, "train") + list_shards(b, "train")
+    assert len(both) == len(stats_a["train"]["shards"]) + len(stats_b["train"]["shards"])
+    monkeypatch.chdir(tmp_path)
+    assert data_dirs(resolve_data_dirs("synth, rendered")) == [str(a.resolve()), str(b.resolve())]
+    assert resolve_data_dirs(f"s3://bucket/x,{a}") == f"s3://bucket/x,{a.resolve()}"
+    with pytest.raises(ValueError, match="no shard folder"):
+        data_dirs(" , ")

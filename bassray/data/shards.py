@@ -26,6 +26,9 @@ SPLITS = ("train", "val", "test")
 # ``prefix`` names a batch of a job that writes its shards in parts (the MIDI render), else "".
 SHARD_PATTERN = "{split}-{prefix}{index:06d}.tar"
 MANIFEST_NAME = "manifest.json"
+# Several shard folders may be given as one data argument, "synth,rendered-midi": each split is the
+# union of theirs (a URI holds no comma; a local path with one must be renamed).
+DATA_DIR_SEPARATOR = ","
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
@@ -46,6 +49,20 @@ class TrackSegment:
 def safe_key(text: str) -> str:
     """A WebDataset-safe key from any track name."""
     return re.sub(r"[^A-Za-z0-9_\-]+", "_", text).strip("_") or "track"
+
+
+def data_dirs(spec: str | Path) -> list[str]:
+    """The shard folders (or URIs) a data argument names: one, or several joined by commas."""
+    dirs = [d.strip() for d in str(spec).split(DATA_DIR_SEPARATOR) if d.strip()]
+    if not dirs:
+        raise ValueError(f"no shard folder in the data argument {str(spec)!r}")
+    return dirs
+
+
+def resolve_data_dirs(spec: str | Path) -> str:
+    """The data argument with each local folder made absolute (for workers on other paths)."""
+    from bassray.remote import is_uri
+    return DATA_DIR_SEPARATOR.join(d if is_uri(d) else str(Path(d).expanduser().resolve()) for d in data_dirs(spec))
 
 
 def split_for(track_id: str, val_fraction: float, test_fraction: float, seed: int) -> str:
@@ -165,12 +182,15 @@ def write_manifest(out_dir: str | Path, manifest: dict[str, Any]) -> Path:
 
 
 def list_shards(data_dir: str | Path, split: str) -> list[str]:
-    """Complete shard paths of a split, sorted; a clear error when there are none."""
-    if any(Path(data_dir).glob("*.tar.partial")):
-        # Shards finished before an interruption look whole, but the set is not: refuse it.
-        raise ValueError(f"{data_dir} holds partial shards from an interrupted write: run the "
-                         f"`bassray data synth` / `bassray data ingest` command again to rewrite it")
-    paths = sorted(str(p) for p in Path(data_dir).glob(f"{split}-*.tar"))
+    """Complete shard paths of a split, sorted, from one local folder or several joined by commas;
+    a clear error when there are none."""
+    paths = []
+    for folder in data_dirs(data_dir):
+        if any(Path(folder).glob("*.tar.partial")):
+            # Shards finished before an interruption look whole, but the set is not: refuse it.
+            raise ValueError(f"{folder} holds partial shards from an interrupted write: run the "
+                             f"`bassray data synth` / `bassray data ingest` command again to rewrite it")
+        paths += sorted(str(p) for p in Path(folder).glob(f"{split}-*.tar"))
     if not paths:
         raise FileNotFoundError(f"no {split!r} shards in {data_dir}: run `bassray data synth` or "
                                 f"`bassray data ingest` first, or check the path")

@@ -131,14 +131,17 @@ def song_segments(index: int, song: Song, stems: dict[str, np.ndarray], gain: fl
 
 
 def truth_segments(track_id: str, truth: dict[str, Any], stems: dict[str, np.ndarray], gain: float,
-                   config: Config) -> Iterator[TrackSegment]:
-    """Segments of any rendered song whose ground truth has the synthetic songs' format."""
+                   config: Config, split: str | None = None) -> Iterator[TrackSegment]:
+    """Segments of any rendered song whose ground truth has the synthetic songs' format; ``split``
+    is the collection's own split for it, if it has one."""
     rate = config.audio.sample_rate
     length = next(iter(stems.values())).shape[1]
     bounds = segment_bounds(length, rate, config.data.segment_seconds)
     for segment, (start, end) in enumerate(bounds):
         meta = cut_ground_truth(truth, start / rate, end / rate)
         meta.update(segment_index=segment, segment_count=len(bounds), gain=gain)
+        if split:
+            meta["official_split"] = split
         yield TrackSegment(key=f"{track_id}-s{segment:03d}", track_id=track_id, sample_rate=rate,
                            stems={n: np.ascontiguousarray(w[:, start:end]) for n, w in stems.items()},
                            meta=meta)

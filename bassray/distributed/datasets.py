@@ -27,6 +27,7 @@ import torch
 
 from bassray.config import Config
 from bassray.data.crops import autoencoder_crops, decode_row, is_silent, mix_target_pairs, segment_rng
+from bassray.data.shards import data_dirs
 from bassray.distributed.pipeline_stats import PipelineStats
 from bassray.remote import filesystem, is_uri
 
@@ -40,17 +41,19 @@ MAX_ERRORED_BLOCKS = 8
 
 
 def list_split_shards(data_dir: str | Path, split: str) -> list[str]:
-    """Shard paths ``<split>-*.tar`` under a local folder or a URI (s3://, gs://), sorted."""
-    data_dir = str(data_dir)
-    if not is_uri(data_dir):
-        paths = sorted(str(p) for p in Path(data_dir).expanduser().glob(f"{split}-*.tar"))
-    else:
+    """Shard paths ``<split>-*.tar`` under a local folder or a URI (s3://, gs://), or several of
+    them joined by commas, sorted per folder."""
+    paths: list[str] = []
+    for folder in data_dirs(data_dir):
+        if not is_uri(folder):
+            paths += sorted(str(p) for p in Path(folder).expanduser().glob(f"{split}-*.tar"))
+            continue
         import pyarrow.fs as pafs
-        fs, root = filesystem(data_dir)
-        scheme = data_dir.split("://", 1)[0]
+        fs, root = filesystem(folder)
+        scheme = folder.split("://", 1)[0]
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
-        paths = sorted(f"{scheme}://{i.path}" for i in infos
-                       if i.base_name.startswith(f"{split}-") and i.base_name.endswith(".tar"))
+        paths += sorted(f"{scheme}://{i.path}" for i in infos
+                        if i.base_name.startswith(f"{split}-") and i.base_name.endswith(".tar"))
     if not paths:
         raise FileNotFoundError(f"no {split!r} shards ({split}-*.tar) in {data_dir}: run "
                                 f"`bassray data synth` or `bassray data ingest` first, or check the path")

@@ -5,7 +5,9 @@ with ground truth (bassray/data/midi_stems.py), renders them with a SoundFont ch
 the ones given, and writes its own shards (``{split}-b{batch}-{index}.tar``, the training jobs'
 format). A batch is done when its record in ``OUT/.render/`` is written, after its shards: a re-run
 skips every batch whose record names the same files, and rewrites the others. Bad files are
-skipped and counted, with their reasons, in the batch record and the manifest.
+skipped and counted, with their reasons, in the batch record and the manifest. A collection whose
+top folders are ``train/``, ``val/`` and ``test/`` keeps them as its splits (held-out composers stay
+held out); elsewhere a file's split comes from a hash of its path.
 """
 from __future__ import annotations
 
@@ -31,6 +33,13 @@ def find_midi_files(midi_dir: str | Path) -> list[str]:
     if not files:
         raise FileNotFoundError(f"no .mid or .midi files under {root}")
     return files
+
+
+def folder_split(relative: str) -> str | None:
+    """The split a file's top folder names (``train/``, ``val/``, ``test/``), else None."""
+    from bassray.data.shards import SPLITS
+    top = Path(relative).parts[0]
+    return top if len(Path(relative).parts) > 1 and top in SPLITS else None
 
 
 def _record_path(out_dir: Path, batch: int) -> Path:
@@ -74,7 +83,7 @@ def render_batch(task: dict[str, Any]) -> dict[str, Any]:
             for name in stems:
                 stem_counts[name] = stem_counts.get(name, 0) + 1
             yield from truth_segments(safe_key(Path(relative).with_suffix("").as_posix()), song.truth, stems,
-                                      gain, config)
+                                      gain, config, split=folder_split(relative))
 
     data = config.data
     splits = write_shards(segments(), out_dir, shard_target_mb=data.shard_target_mb, val_fraction=data.val_fraction,

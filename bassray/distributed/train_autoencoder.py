@@ -14,6 +14,7 @@ import ray.train
 import torch
 
 from bassray.config import Config
+from bassray.data.shards import resolve_data_dirs
 from bassray.distributed.deepspeed_config import deepspeed_config, resolve_precision
 from bassray.distributed.perf import StepWindow, compile_for_training, counted_step_flops, measured_peak_flops
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch_stage,
@@ -219,7 +220,6 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
     Ray cluster, or a local one."""
     from bassray.distributed.datasets import autoencoder_dataset
     from bassray.distributed.pipeline_stats import PipelineStats
-    from bassray.remote import is_uri
     home = bassray_home(root)
     if num_workers is not None:
         config.distributed.num_workers = num_workers
@@ -227,7 +227,7 @@ def train_autoencoder(config: Config, stem: str, data_dir: str | Path, *, num_wo
         config.distributed.use_gpu = use_gpu
     config.autoencoder_for(stem)  # validates the stem kind early
     run_name = run_name or f"autoencoder-{stem}-{config.name}"
-    data_dir = str(data_dir) if is_uri(data_dir) else str(Path(data_dir).resolve())
+    data_dir = resolve_data_dirs(data_dir)
     ensure_ray()
     tracking_uri = default_tracking_uri(home)
     loop_config = {"config": config.to_dict(), "stem": stem, "seed": seed, "data_dir": data_dir,

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from bassray.config import Config
+from bassray.data.shards import resolve_data_dirs
 from bassray.distributed.deepspeed_config import deepspeed_config
 from bassray.distributed.runner import (bassray_home, ensure_ray, export_and_register, launch_stage,
                                         restore_checkpoint, save_checkpoint_and_report, setup_worker)
@@ -152,7 +153,6 @@ def train_contrastive(config: Config, data_dir: str | Path, *, max_steps: int = 
     """Train (or resume) the contrastive model on ``data_dir``'s train shards; export, log and
     register its bundle. Runs on the current Ray cluster, or a local one."""
     from bassray.distributed.datasets import segments_dataset
-    from bassray.remote import is_uri
     home = bassray_home(root)
     if num_workers is not None:
         config.distributed.num_workers = num_workers
@@ -163,7 +163,7 @@ def train_contrastive(config: Config, data_dir: str | Path, *, max_steps: int = 
         raise ValueError(f"the contrastive model's rate {cfg.sample_rate} differs from the data's "
                          f"{config.audio.sample_rate}")
     run_name = run_name or f"contrastive-{config.name}"
-    data_dir = str(data_dir) if is_uri(data_dir) else str(Path(data_dir).resolve())
+    data_dir = resolve_data_dirs(data_dir)
     ensure_ray()
     tracking_uri = default_tracking_uri(home)
     loop_config = {"config": config.to_dict(), "contrastive": asdict(cfg), "seed": seed, "data_dir": data_dir,

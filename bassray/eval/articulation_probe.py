@@ -90,14 +90,24 @@ def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "va
         "true, generated pitch code": lambda true, gen: swap(true, gen, code),
         "generated, time-smoothed learnt channels": lambda true, gen: swap(gen, _smooth(gen), learnt),
     }
+    raw = lambda z: z * generator._tgt_std + generator._tgt_mean  # noqa: E731
+    norm = lambda z: (z - generator._tgt_mean) / generator._tgt_std  # noqa: E731
     if layout.rhythm:
-        rhythm = layout.rhythm_slice
+        from bassray.models.rhythm_code import plucked_rhythm_code
+        rhythm, rparts = layout.rhythm_slice, generator.target_ae.rhythm_parts
         variants["generated, true rhythm code"] = lambda true, gen: swap(gen, true, rhythm)
         variants["true, generated rhythm code"] = lambda true, gen: swap(true, gen, rhythm)
+
+        def plucked(latent: torch.Tensor, threshold: float) -> torch.Tensor:
+            z = raw(latent)
+            z[:, rhythm] = plucked_rhythm_code(z[:, rhythm], rparts, threshold)
+            return norm(z)
+        variants["reconstruction, plucked rhythm code 0.3"] = lambda true, gen: plucked(true, 0.3)
+        for threshold in (0.3, 0.6, 1.0):
+            variants[f"generated, plucked rhythm code {threshold}"] = (
+                lambda true, gen, t=threshold: plucked(gen, t))
     if layout.pitch:
         parts = generator.target_ae.pitch_parts
-        raw = lambda z: z * generator._tgt_std + generator._tgt_mean  # noqa: E731
-        norm = lambda z: (z - generator._tgt_mean) / generator._tgt_std  # noqa: E731
         variants["generated, pitch median of 3 parts"] = lambda true, gen: norm(median_pitch(raw(gen), parts, 3))
         variants["generated, pitch median of 5 parts"] = lambda true, gen: norm(median_pitch(raw(gen), parts, 5))
         variants["reconstruction, pitch median of 3 parts"] = lambda true, gen: norm(median_pitch(raw(true), parts, 3))

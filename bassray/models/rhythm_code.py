@@ -72,3 +72,34 @@ def rhythm_code(log_mag: torch.Tensor, parts: int, frames_per_latent: int, low_b
     kinds = values.shape[1]                                                             # [B, 3, N]
     values = values.reshape(B, kinds, N // per_part, per_part).amax(dim=-1)             # [B, 3, L*R]
     return values.reshape(B, kinds, -1, parts).transpose(2, 3).reshape(B, kinds * parts, -1)  # [B, 3R, L]
+
+
+def _frames(code: torch.Tensor, kind: int, parts: int) -> torch.Tensor:
+    """One kind of a ``[B, 3R, L]`` rhythm code as ``[B, L x R]``, part by part in time order."""
+    B, _, L = code.shape
+    return code[:, kind * parts:(kind + 1) * parts].transpose(1, 2).reshape(B, L * parts)
+
+
+def plucked_rhythm_code(code: torch.Tensor, parts: int, threshold: float, window: int = 2) -> torch.Tensor:
+    """A sampled rhythm code ``[B, 3R, L]`` (raw values) made to read as plucked notes: each onset
+    channel keeps only its peaks (the largest within ``window`` parts either side, above
+    ``threshold``; 0 elsewhere, as a held note reads), and the level never rises between attacks
+    (after an attack it is the running minimum until the next one).
+
+    Why: a sampled code carries about three times the true bass's onset peaks, small ones among the
+    real attacks, and a level that swells between them; the decoder plays each as a re-attack
+    (docs/articulation.md). A plucked string only decays until it is plucked again."""
+    B, _, L = code.shape
+    level, onset, low = (_frames(code, k, parts) for k in range(3))
+
+    def peaks(x: torch.Tensor) -> torch.Tensor:
+        local_max = F.max_pool1d(x[:, None], 2 * window + 1, stride=1, padding=window)[:, 0]
+        return torch.where((x >= local_max) & (x > threshold), x, torch.zeros_like(x))
+
+    onset, low = peaks(onset), peaks(low)
+    attack = (onset > 0) | (low > 0)
+    decayed = level.clone()
+    for t in range(1, level.shape[1]):  # a running minimum that restarts at each attack
+        decayed[:, t] = torch.where(attack[:, t], level[:, t], torch.minimum(level[:, t], decayed[:, t - 1]))
+    back = lambda x: x.reshape(B, L, parts).transpose(1, 2)  # noqa: E731
+    return torch.cat([back(decayed), back(onset), back(low)], dim=1)
