@@ -15,7 +15,7 @@ from _common import setup_logging
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="folder of audio shards")
+    parser.add_argument("--data", required=True, help="folder (or URI) of audio shards; several joined by commas")
     parser.add_argument("--out", required=True, help="folder for latent shards")
     parser.add_argument("--mix-bundle", required=True)
     parser.add_argument("--target-bundle", required=True)

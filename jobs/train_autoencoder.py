@@ -16,7 +16,7 @@ from _common import add_common_args, setup_logging
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stem", required=True, help="'mix' or the target stem (bass)")
-    parser.add_argument("--data", required=True, help="folder of audio shards")
+    parser.add_argument("--data", required=True, help="folder (or URI) of audio shards; several joined by commas")
     add_common_args(parser)
     args = parser.parse_args()
     setup_logging()

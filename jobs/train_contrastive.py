@@ -15,7 +15,7 @@ from _common import add_common_args, setup_logging
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="folder (or URI) of audio shards")
+    parser.add_argument("--data", required=True, help="folder (or URI) of audio shards; several joined by commas")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)

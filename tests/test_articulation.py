@@ -146,6 +146,24 @@ def test_the_pitch_median_removes_isolated_flips_and_keeps_held_notes():
         median_pitch_code(code, 4)
 
 
+def test_a_held_pitch_changes_only_at_attacks():
+    import torch
+
+    from bassray.models.harmonic_phase import held_pitch_code, pitch_code, pitch_from_code
+    notes = torch.tensor([[10.0] * 8 + [17.0] * 8 + [12.0] * 8])
+    wobbly = notes.clone()
+    wobbly[0, 2], wobbly[0, 3], wobbly[0, 13] = 11.0, 9.0, 19.0               # wobbles inside notes
+    attacks = torch.zeros_like(notes, dtype=torch.bool)
+    attacks[0, [0, 8, 16]] = True
+    code = pitch_code(wobbly, torch.ones_like(notes, dtype=torch.bool))
+    held = pitch_from_code(held_pitch_code(code, attacks))
+    assert torch.allclose(held, notes, atol=1e-4)
+    # with no attack inside, the whole line is one note; the radius (voicing) is kept
+    one = held_pitch_code(code, torch.zeros_like(attacks))
+    assert torch.unique(torch.round(pitch_from_code(one))).numel() == 1
+    assert torch.allclose(one[:, 0] ** 2 + one[:, 1] ** 2, code[:, 0] ** 2 + code[:, 1] ** 2, atol=1e-5)
+
+
 def test_quarter_notes_on_the_beat_score_by_how_the_true_bass_plays():
     from bassray.eval.articulation import beat_grid_scores
     # 120 BPM: a beat each 0.5 s. A bass on every beat is matched exactly; one on every other beat

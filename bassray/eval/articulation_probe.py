@@ -103,14 +103,25 @@ def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "va
             z[:, rhythm] = plucked_rhythm_code(z[:, rhythm], rparts, threshold)
             return norm(z)
         variants["reconstruction, plucked rhythm code 0.3"] = lambda true, gen: plucked(true, 0.3)
-        for threshold in (0.3, 0.6, 1.0):
+        for threshold in (0.3, 1.0):
             variants[f"generated, plucked rhythm code {threshold}"] = (
                 lambda true, gen, t=threshold: plucked(gen, t))
+        if layout.pitch and generator.target_ae.pitch_parts == rparts:
+            from bassray.models.harmonic_phase import code_of_latent, held_pitch_code, latent_with_code
+            from bassray.models.rhythm_code import code_attacks
+
+            def held(latent: torch.Tensor, threshold: float, median: int) -> torch.Tensor:
+                z = median_pitch(raw(latent), rparts, median)
+                pitch = held_pitch_code(code_of_latent(z, rparts), code_attacks(z[:, rhythm], rparts, threshold))
+                return norm(latent_with_code(z, pitch, rparts))
+            variants["reconstruction, pitch held between attacks 0.3"] = lambda true, gen: held(true, 0.3, 1)
+            for threshold in (0.3, 1.0):
+                variants[f"generated, pitch held between attacks {threshold}"] = (
+                    lambda true, gen, t=threshold: held(gen, t, 1))
+            variants["generated, median 5, pitch held between attacks 0.3"] = lambda true, gen: held(gen, 0.3, 5)
     if layout.pitch:
         parts = generator.target_ae.pitch_parts
-        variants["generated, pitch median of 3 parts"] = lambda true, gen: norm(median_pitch(raw(gen), parts, 3))
         variants["generated, pitch median of 5 parts"] = lambda true, gen: norm(median_pitch(raw(gen), parts, 5))
-        variants["reconstruction, pitch median of 3 parts"] = lambda true, gen: norm(median_pitch(raw(true), parts, 3))
     scores: dict[str, list[dict[str, float]]] = {name: [] for name in ["true bass", *variants]}
     rough: dict[str, list[float]] = {"true": [], "generated": []}
     code_scores: dict[str, list[dict[str, float]]] = {"true": [], "generated": []}

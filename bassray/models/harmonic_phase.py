@@ -198,6 +198,24 @@ def median_pitch_code(code: torch.Tensor, width: int) -> torch.Tensor:
     return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle), median / PITCH_SEMITONES], dim=1)
 
 
+def held_pitch_code(code: torch.Tensor, attacks: torch.Tensor) -> torch.Tensor:
+    """``code [B, 3, P]`` with each note's pitch held: between one attack (``attacks [B, P]``, bool)
+    and the next, every part takes the median pitch of the span. The code's radius is kept.
+
+    Why: a plucked string changes pitch only where it is plucked again, while a generated code
+    wobbles within a note, and the decoder plays each wobble as a new attack (docs/articulation.md)."""
+    semitones = pitch_from_code(code)                                                       # [B, P]
+    held = semitones.clone()
+    for b in range(code.shape[0]):
+        starts = [0] + [int(t) for t in torch.nonzero(attacks[b]).flatten() if t > 0] + [code.shape[-1]]
+        for lo, hi in zip(starts[:-1], starts[1:]):
+            if hi > lo:
+                held[b, lo:hi] = semitones[b, lo:hi].median()
+    angle = 2 * math.pi * torch.remainder(7.0 * torch.round(held + _MIDI_OFFSET), 12.0) / 12.0
+    radius = torch.sqrt(code[:, 0] ** 2 + code[:, 1] ** 2)
+    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle), held / PITCH_SEMITONES], dim=1)
+
+
 def hz_to_semitones(f0_hz: torch.Tensor) -> torch.Tensor:
     """f0 in Hz -> semitones above ``PITCH_MIN_HZ``, clamped to the bass register."""
     return (12.0 * torch.log2(f0_hz.clamp_min(1e-3) / PITCH_MIN_HZ)).clamp(0.0, float(PITCH_SEMITONES))

@@ -80,23 +80,30 @@ def _frames(code: torch.Tensor, kind: int, parts: int) -> torch.Tensor:
     return code[:, kind * parts:(kind + 1) * parts].transpose(1, 2).reshape(B, L * parts)
 
 
+def onset_peaks(x: torch.Tensor, threshold: float, window: int = 2) -> torch.Tensor:
+    """``[B, N]`` onset strengths -> ``[B, N]`` bool: the largest within ``window`` either side,
+    above ``threshold``."""
+    local_max = F.max_pool1d(x[:, None], 2 * window + 1, stride=1, padding=window)[:, 0]
+    return (x >= local_max) & (x > threshold)
+
+
+def code_attacks(code: torch.Tensor, parts: int, threshold: float, window: int = 2) -> torch.Tensor:
+    """``[B, 3R, L]`` rhythm code -> ``[B, L x R]`` bool: the parts where either onset channel peaks."""
+    return onset_peaks(_frames(code, 1, parts), threshold, window) | onset_peaks(_frames(code, 2, parts), threshold, window)
+
+
 def plucked_rhythm_code(code: torch.Tensor, parts: int, threshold: float, window: int = 2) -> torch.Tensor:
     """A sampled rhythm code ``[B, 3R, L]`` (raw values) made to read as plucked notes: each onset
-    channel keeps only its peaks (the largest within ``window`` parts either side, above
-    ``threshold``; 0 elsewhere, as a held note reads), and the level never rises between attacks
-    (after an attack it is the running minimum until the next one).
+    channel keeps only its peaks (:func:`onset_peaks`; 0 elsewhere, as a held note reads), and the
+    level never rises between attacks (after an attack it is the running minimum until the next one).
 
-    Why: a sampled code carries about three times the true bass's onset peaks, small ones among the
-    real attacks, and a level that swells between them; the decoder plays each as a re-attack
-    (docs/articulation.md). A plucked string only decays until it is plucked again."""
+    Why it was tried: a sampled code carries about three times the true bass's onset peaks and a
+    level that swells between them. Decoded, it changes nothing (the extra attacks come from the
+    pitch code and the learnt channels; docs/articulation.md), so generation does not use it."""
     B, _, L = code.shape
     level, onset, low = (_frames(code, k, parts) for k in range(3))
-
-    def peaks(x: torch.Tensor) -> torch.Tensor:
-        local_max = F.max_pool1d(x[:, None], 2 * window + 1, stride=1, padding=window)[:, 0]
-        return torch.where((x >= local_max) & (x > threshold), x, torch.zeros_like(x))
-
-    onset, low = peaks(onset), peaks(low)
+    onset = torch.where(onset_peaks(onset, threshold, window), onset, torch.zeros_like(onset))
+    low = torch.where(onset_peaks(low, threshold, window), low, torch.zeros_like(low))
     attack = (onset > 0) | (low > 0)
     decayed = level.clone()
     for t in range(1, level.shape[1]):  # a running minimum that restarts at each attack
