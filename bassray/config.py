@@ -175,9 +175,15 @@ class SamplerConfig:
     # decoding (odd; 1 = off): isolated flips of class or octave are attacks and noise a listener
     # hears (bassray.models.harmonic_phase.median_pitch_code).
     pitch_median: int = 1
+    # Hold each note's pitch between attacks (bassray.models.harmonic_phase.held_pitch_code): where the
+    # bass latent carries a rhythm code, the pitch changes only where the code's onsets peak above
+    # this value. 0 = off.
+    hold_pitch: float = 0.0
 
     def __post_init__(self):
         from bassray.sampler_names import SAMPLERS
+        if self.hold_pitch < 0:
+            raise ValueError(f"sampler.hold_pitch must be >= 0 (0 = off), got {self.hold_pitch}")
         if self.method not in SAMPLERS:
             raise ValueError(f"sampler.method must be one of {', '.join(SAMPLERS)}, not {self.method!r}")
         if not 0.0 <= self.harmony_snap <= 4.0:

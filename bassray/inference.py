@@ -211,14 +211,21 @@ class BassGenerator:
     @torch.no_grad()
     def smooth_pitch(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised bass latents ``[B, Dy, L]`` with the pitch track median-filtered over the
-        config's ``sampler.pitch_median`` quarter frames (as is where off or without a pitch code)."""
-        from bassray.models.harmonic_phase import code_of_latent, latent_with_code, median_pitch_code
-        parts, width = getattr(self.target_ae, "pitch_parts", 0), self.config.sampler.pitch_median
-        if not parts or width <= 1:
+        config's ``sampler.pitch_median`` quarter frames, then held between the rhythm code's attacks
+        (``sampler.hold_pitch``); as is where both are off or the latent lacks the codes."""
+        from bassray.models.harmonic_phase import (code_of_latent, held_pitch_code, latent_with_code,
+                                                   median_pitch_code)
+        from bassray.models.rhythm_code import code_attacks
+        sampler, ae = self.config.sampler, self.target_ae
+        parts, rhythm_parts = getattr(ae, "pitch_parts", 0), getattr(ae, "rhythm_parts", 0)
+        hold = sampler.hold_pitch > 0 and rhythm_parts == parts > 0
+        if not parts or (sampler.pitch_median <= 1 and not hold):
             return latents
         z = latents.float() * self._tgt_std + self._tgt_mean
-        z = latent_with_code(z, median_pitch_code(code_of_latent(z, parts), width), parts)
-        return (z - self._tgt_mean) / self._tgt_std
+        code = median_pitch_code(code_of_latent(z, parts), sampler.pitch_median)
+        if hold:
+            code = held_pitch_code(code, code_attacks(z[:, ae.layout.rhythm_slice], parts, sampler.hold_pitch))
+        return (latent_with_code(z, code, parts) - self._tgt_mean) / self._tgt_std
 
     # -- the whole path ------------------------------------------------------------------------
     def generate(self, mixes: Sequence[np.ndarray], settings: Sequence[GenerationSettings],

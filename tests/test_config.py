@@ -69,7 +69,7 @@ def test_paper_runs_the_papers_method():
     assert config.mix_autoencoder.rhythm_parts == config.bass_autoencoder.rhythm_parts == 0
     assert config.bass_autoencoder.latent_noise == 0
     assert (config.sampler.method, config.sampler.steps) == ("ddim", 64)
-    assert config.sampler.harmony_snap == 0 and config.sampler.pitch_median == 1
+    assert config.sampler.harmony_snap == 0 and config.sampler.pitch_median == 1 and config.sampler.hold_pitch == 0
     assert config.diffusion_training.pitch_loss_weight == config.diffusion_training.rhythm_loss_weight == 1
 
 

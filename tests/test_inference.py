@@ -55,6 +55,25 @@ def test_generate_keeps_length_for_odd_lengths_and_mixed_settings(bundle):
     np.testing.assert_allclose(alone, outs[1], atol=1e-4)
 
 
+def test_a_held_pitch_changes_only_where_the_rhythm_code_attacks(bundle):
+    """With ``sampler.hold_pitch`` (tiny ships it) the decoded latent's pitch changes only at parts
+    where its rhythm code's onsets peak; the other channels are untouched."""
+    from bassray.models.harmonic_phase import code_of_latent, pitch_from_code
+    from bassray.models.rhythm_code import code_attacks
+    generator = BassGenerator.from_bundle(bundle)
+    assert generator.config.sampler.hold_pitch > 0
+    ae = generator.target_ae
+    latents = torch.randn(2, ae.latent_dim, 12, generator=torch.Generator().manual_seed(0))
+    held = generator.smooth_pitch(latents)
+    raw = held * generator._tgt_std + generator._tgt_mean
+    pitch = torch.round(pitch_from_code(code_of_latent(raw, ae.pitch_parts)))
+    attacks = code_attacks(raw[:, ae.layout.rhythm_slice], ae.rhythm_parts, generator.config.sampler.hold_pitch)
+    changes = pitch[:, 1:] != pitch[:, :-1]
+    assert not (changes & ~attacks[:, 1:]).any()
+    before_pitch = ae.latent_dim - 3 * ae.pitch_parts
+    torch.testing.assert_close(held[:, :before_pitch], latents[:, :before_pitch])
+
+
 def test_generated_bass_sits_at_the_training_bass_to_mix_level(bundle):
     """match_level scales each request's bass to its mix's level plus the training median offset;
     without the statistic, or with match_level off, the model's own level stays."""

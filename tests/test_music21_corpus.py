@@ -37,6 +37,9 @@ def test_no_training_work_is_by_a_bach_and_the_limits_hold():
     for w in train:
         per_composer[w.composer] = per_composer.get(w.composer, 0) + 1
     assert max(per_composer.values()) <= 3
+    everything = corpus_works(works_per_composer=10_000, test_works=0, val_works=0, seed=0)
+    names = [(w.composer, w.name) for w in everything]
+    assert len(names) == len(set(names))                 # one file per work, whatever its encodings
     again = corpus_works(works_per_composer=3, test_works=5, val_works=2, seed=0)
     assert [w.path for w in again] == [w.path for w in works]
 

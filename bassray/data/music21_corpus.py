@@ -73,8 +73,10 @@ class CorpusWork:
 
     @property
     def name(self) -> str:
-        return f"{self.path.parent.name}-{self.path.stem}" if self.path.parent.name != self.composer \
-            else self.path.stem
+        """The path inside the composer's folder, as one file name (``opus18no1-movement1``)."""
+        parts = self.path.with_suffix("").parts
+        inside = parts[len(parts) - 1 - parts[::-1].index(self.composer) + 1:] if self.composer in parts else parts[-1:]
+        return "-".join(inside)
 
 
 def split_of(composer: str) -> str | None:
@@ -112,7 +114,9 @@ def corpus_works(*, works_per_composer: int, test_works: int, val_works: int, se
         split = split_of(composer)
         if split is None:
             continue
-        paths = sorted(Path(p) for p in corpus.getComposer(composer))
+        # One file per work: the corpus keeps some works in two encodings (movement1.krn, .mxl).
+        paths = list({CorpusWork(composer, p, split).name: p for p in
+                      sorted((Path(p) for p in corpus.getComposer(composer)), reverse=True)}.values())[::-1]
         limit = {"test": test_works, "val": val_works}.get(split, works_per_composer)
         rng = np.random.default_rng([seed, *composer.encode()])
         picked = sorted(rng.permutation(len(paths))[:limit]) if len(paths) > limit else range(len(paths))
