@@ -7,6 +7,7 @@ Plain torch; no Ray.
 from __future__ import annotations
 
 import logging
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,3 +64,37 @@ def describe(precision: str, device: str | torch.device = "cpu") -> str:
     chosen = resolve_precision(precision, device)
     reason = "native bf16" if native_bf16(device) else "no native bf16"
     return f"{chosen} ({precision}: {reason} on {torch.device(device).type})"
+
+
+# The measured peak a figure is compared with: measured in the same run (never a spec sheet).
+def _best_seconds(fn, device: str, repeats: int) -> float:
+    import torch
+    fn()  # warm-up: first calls pick kernels and allocate
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_peak_gflops(dtype, device: str = "cpu", repeats: int = 5) -> float:
+    """The machine's practical peak for ``dtype``: best-of GFLOP/s over square matmuls (512-2048)
+    and a U-Net-like conv1d (256 channels, kernel 3). Several shapes, because one shape can miss the
+    fast path for a dtype (a lone 2048 bf16 matmul once read 0.2 GFLOP/s on an AVX2 CPU, under the
+    U-Net's own rate), and the peak must bound what the model achieves with the same ops."""
+    import torch
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        best = max(best, 2 * n**3 / _best_seconds(lambda: a @ b, device, repeats) / 1e9)
+    x = torch.randn(8, 256, 1024, device=device, dtype=dtype)
+    w = torch.randn(256, 256, 3, device=device, dtype=dtype)
+    conv_flops = 2 * 8 * 256 * 256 * 3 * 1024
+    with torch.no_grad():
+        best = max(best, conv_flops / _best_seconds(lambda: torch.nn.functional.conv1d(x, w, padding=1),
+                                                    device, repeats) / 1e9)
+    return best

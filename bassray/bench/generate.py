@@ -59,39 +59,6 @@ def build_generator(config_name: str, bundle: str | None, device: str, dtype, au
                          autoencoder_dtype)
 
 
-def _best_seconds(fn, device: str, repeats: int) -> float:
-    import torch
-    fn()  # warm-up: first calls pick kernels and allocate
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def matmul_peak_gflops(dtype, device: str = "cpu", repeats: int = 5) -> float:
-    """The machine's practical peak for ``dtype``: best-of GFLOP/s over square matmuls (512-2048)
-    and a U-Net-like conv1d (256 channels, kernel 3). Several shapes, because one shape can miss the
-    fast path for a dtype (a lone 2048 bf16 matmul once read 0.2 GFLOP/s on an AVX2 CPU, under the
-    U-Net's own rate), and the peak must bound what the model achieves with the same ops."""
-    import torch
-    best = 0.0
-    for n in (512, 1024, 2048):
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        best = max(best, 2 * n**3 / _best_seconds(lambda: a @ b, device, repeats) / 1e9)
-    x = torch.randn(8, 256, 1024, device=device, dtype=dtype)
-    w = torch.randn(256, 256, 3, device=device, dtype=dtype)
-    conv_flops = 2 * 8 * 256 * 256 * 3 * 1024
-    with torch.no_grad():
-        best = max(best, conv_flops / _best_seconds(lambda: torch.nn.functional.conv1d(x, w, padding=1),
-                                                    device, repeats) / 1e9)
-    return best
-
-
 def unet_flops(unet, batch: int, length: int, device: str, dtype) -> int:
     """FLOPs of one U-Net call (counted by torch, matmuls and convolutions)."""
     import torch
@@ -141,6 +108,7 @@ def measure(config_name: str, bundle: str | None, seconds: float, steps: int, cf
     total = sum(timings.values())
     length = pad_to_multiple(cond, gen.unet.total_downsampling)[0].shape[-1]
     flops = unet_flops(gen.unet, (2 if cfg != 1 else 1) * batch, length, device, dtype) * steps
+    from bassray.precision import matmul_peak_gflops
     peak = matmul_peak_gflops(dtype, device)
     return {"config": config_name, "dtype": dtype_name, "requested": requested,
             "native_bf16": native_bf16(device), "autoencoders": str(gen.autoencoder_dtype).removeprefix("torch."),

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from bassray.bench.generate import matmul_peak_gflops
+    from bassray.precision import matmul_peak_gflops
     from bassray.config import load_config
     from bassray.precision import resolve_precision, torch_dtype
 

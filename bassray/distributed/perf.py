@@ -32,7 +32,7 @@ def compile_for_training(modules: list[torch.nn.Module], mode: str) -> None:
 
 def measured_peak_flops(dtype: torch.dtype, device: torch.device) -> float:
     """This worker's practical matmul/conv peak for ``dtype`` in FLOP/s, or 0 if it cannot be measured."""
-    from bassray.bench.generate import matmul_peak_gflops
+    from bassray.precision import matmul_peak_gflops
     try:
         return matmul_peak_gflops(dtype, str(device), repeats=2) * 1e9
     except Exception as exc:  # a measurement: never lose the run for it
