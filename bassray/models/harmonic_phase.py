@@ -192,10 +192,14 @@ def median_pitch_code(code: torch.Tensor, width: int) -> torch.Tensor:
         raise ValueError(f"the pitch median's width must be odd, got {width}")
     semitones = pitch_from_code(code)                                                       # [B, P]
     padded = F.pad(semitones[:, None], (width // 2, width // 2), mode="replicate")[:, 0]
-    median = padded.unfold(-1, width, 1).median(-1).values
-    angle = 2 * math.pi * torch.remainder(7.0 * torch.round(median + _MIDI_OFFSET), 12.0) / 12.0
+    return _code_with_pitch(code, padded.unfold(-1, width, 1).median(-1).values)
+
+
+def _code_with_pitch(code: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
+    """``code [B, 3, P]`` carrying the pitch track ``semitones [B, P]`` instead, its radius kept."""
+    angle = 2 * math.pi * torch.remainder(7.0 * torch.round(semitones + _MIDI_OFFSET), 12.0) / 12.0
     radius = torch.sqrt(code[:, 0] ** 2 + code[:, 1] ** 2)
-    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle), median / PITCH_SEMITONES], dim=1)
+    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle), semitones / PITCH_SEMITONES], dim=1)
 
 
 def held_pitch_code(code: torch.Tensor, attacks: torch.Tensor) -> torch.Tensor:
@@ -211,9 +215,7 @@ def held_pitch_code(code: torch.Tensor, attacks: torch.Tensor) -> torch.Tensor:
         for lo, hi in zip(starts[:-1], starts[1:]):
             if hi > lo:
                 held[b, lo:hi] = semitones[b, lo:hi].median()
-    angle = 2 * math.pi * torch.remainder(7.0 * torch.round(held + _MIDI_OFFSET), 12.0) / 12.0
-    radius = torch.sqrt(code[:, 0] ** 2 + code[:, 1] ** 2)
-    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle), held / PITCH_SEMITONES], dim=1)
+    return _code_with_pitch(code, held)
 
 
 def hz_to_semitones(f0_hz: torch.Tensor) -> torch.Tensor:
