@@ -75,8 +75,8 @@ class CorpusWork:
     def name(self) -> str:
         """The path inside the composer's folder, as one file name (``opus18no1-movement1``)."""
         parts = self.path.with_suffix("").parts
-        inside = parts[len(parts) - 1 - parts[::-1].index(self.composer) + 1:] if self.composer in parts else parts[-1:]
-        return "-".join(inside)
+        start = parts.index("corpus") + 2 if "corpus" in parts else len(parts) - 1  # corpus/<composer>/...
+        return "-".join(parts[start:])
 
 
 def split_of(composer: str) -> str | None:
