@@ -96,6 +96,19 @@ def test_noise_at_a_bass_level_scores_a_low_harmonic_share():
     assert noisy < 0.6
 
 
+def test_the_harmonic_share_reads_the_low_band_as_hpss_over_the_whole_spectrum_does():
+    import librosa
+
+    from bassray.eval import articulation
+    rng = np.random.default_rng(1)
+    mono = render(bass_line())[0] + 0.05 * rng.standard_normal(int(SECONDS * RATE)).astype(np.float32)
+    spec = np.abs(librosa.stft(mono, n_fft=articulation.HPSS_FFT, hop_length=articulation.HPSS_HOP))
+    harmonic, percussive = librosa.decompose.hpss(spec, kernel_size=articulation.HPSS_KERNEL)
+    low = int(articulation.HARMONIC_MAX_HZ * articulation.HPSS_FFT / RATE) + 1
+    h, p = np.sum(harmonic[:low] ** 2), np.sum(percussive[:low] ** 2)
+    assert articulation.harmonic_share(mono) == pytest.approx(h / (h + p), rel=1e-6)
+
+
 def test_a_line_sounding_through_the_rests_scores_a_low_frame_agreement():
     staccato = bass_line(gate=0.25, per_bar=2)          # a quarter of each slot sounds
     legato = bass_line(gate=1.0, per_bar=2)             # the same notes held through the rests

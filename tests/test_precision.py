@@ -47,3 +47,12 @@ def test_training_keeps_fp32_on_cpu(flags):
     from bassray.distributed.deepspeed_config import resolve_precision
     flags("avx512_bf16")
     assert resolve_precision(DistributedConfig(precision="auto"), use_gpu=False) == "fp32"
+
+
+def test_zero_partitions_only_over_several_workers():
+    from bassray.config import DistributedConfig
+    from bassray.distributed.deepspeed_config import deepspeed_config
+    dist = DistributedConfig(zero_stage=1)
+    stage = lambda workers: deepspeed_config(dist, global_batch=8, num_workers=workers, lr=1e-3,  # noqa: E731
+                                             betas=[0.9, 0.99])["zero_optimization"]["stage"]
+    assert stage(1) == 0 and stage(2) == 1 and stage(4) == 1

@@ -20,6 +20,14 @@ def resolve_precision(dist: DistributedConfig, use_gpu: bool) -> str:
     return precision
 
 
+def effective_zero_stage(zero_stage: int, num_workers: int) -> int:
+    """ZeRO partitions optimizer state (and gradients) over the data-parallel workers; with one
+    worker there is nothing to partition, and the flattening and copies only cost time (tiny's
+    diffusion step on 2 CPU cores: 54 -> 43 ms outside Ray, 1,000 steps in Ray Train 114 -> 103 s).
+    The update is the same AdamW either way."""
+    return zero_stage if num_workers > 1 else 0
+
+
 def deepspeed_config(dist: DistributedConfig, *, global_batch: int, num_workers: int, lr: float,
                      betas: list[float], weight_decay: float = 0.0, use_gpu: bool = False,
                      gradient_clipping: float = 1.0) -> dict[str, Any]:
@@ -42,7 +50,7 @@ def deepspeed_config(dist: DistributedConfig, *, global_batch: int, num_workers:
         "optimizer": {"type": "AdamW", "params": {
             "lr": lr, "betas": list(betas), "eps": 1e-8, "weight_decay": weight_decay,
             "torch_adam": True, "fused": True}},
-        "zero_optimization": {"stage": dist.zero_stage},
+        "zero_optimization": {"stage": effective_zero_stage(dist.zero_stage, num_workers)},
         "bf16": {"enabled": precision == "bf16"},
         "steps_per_print": 10**9,  # bassray logs itself; keep DeepSpeed's own prints quiet
         "wall_clock_breakdown": False,

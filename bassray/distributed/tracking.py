@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +67,13 @@ class RunTracker:
         """Log each metric at ``step``, once: a training that resumes from a checkpoint repeats the
         steps between that checkpoint and the failure, and those steps are already in the run, so
         they are skipped (the history stays one value per step, without gaps)."""
-        for key, value in metrics.items():
-            if value is not None and np.isfinite(value) and step > self._logged_through(key):
-                self.client.log_metric(self.run_id, key, float(value), step=step)
-                self._last_step[key] = step
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()
+                 if value is not None and np.isfinite(value) and step > self._logged_through(key)]
+        if batch:  # one write for all of them: a metric at a time cost 19 ms a call on a local store
+            self.client.log_batch(self.run_id, metrics=batch)
+            self._last_step.update({m.key: step for m in batch})
 
     def _logged_through(self, key: str) -> int:
         if key not in self._last_step:

@@ -30,6 +30,7 @@ RMS_FRAME, RMS_HOP = 1024, 256  # 64 ms frames every 16 ms
 SOUNDING_RANGE_DB = 30.0
 HARMONIC_MAX_HZ = 2000.0
 HPSS_FFT, HPSS_HOP = 2048, 256  # 7.8 Hz bins: a 41 Hz bass's partials are 5 bins apart
+HPSS_KERNEL = 31                # librosa's default median-filter length, in frames and in bins
 
 # Every key :func:`articulation_scores` returns, in the order the reports show them.
 ARTICULATION_COLUMNS = ("onset_f1", "note_rate", "sounding_iou", "harmonic_share", "register_error_st")
@@ -72,8 +73,10 @@ def harmonic_share(mono: np.ndarray) -> float:
     masks) assigns to the harmonic part; NaN for silence."""
     import librosa
     spec = np.abs(librosa.stft(mono, n_fft=HPSS_FFT, hop_length=HPSS_HOP))
-    harmonic, percussive = librosa.decompose.hpss(spec)
     low = int(HARMONIC_MAX_HZ * HPSS_FFT / ANALYSIS_RATE) + 1
+    # The percussive median runs across HPSS_KERNEL bins: the bins below `low` see only rows below
+    # low + HPSS_KERNEL // 2, so the rest of the spectrum is left out (same shares, a third of the time).
+    harmonic, percussive = librosa.decompose.hpss(spec[: low + HPSS_KERNEL // 2], kernel_size=HPSS_KERNEL)
     h, p = float(np.sum(harmonic[:low] ** 2)), float(np.sum(percussive[:low] ** 2))
     return h / (h + p) if h + p > 1e-12 else float("nan")
 
