@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--harmony", type=float, default=None,
                    help="harmony snap width in fifths (0 = off): a note may move one step round the circle of "
                         "fifths to a pitch class the mix plays; default: the bundle's config")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="scale of the starting noise (1 = the model's own; lower keeps nearer the lines the "
+                        "model finds likeliest); default: the bundle's config")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1, help="variations (seed, seed+1, ...)")
     p.add_argument("--with-mix", type=Path, default=None, help="also write mix + generated bass here")

@@ -156,6 +156,10 @@ class DiffusionTrainConfig:
     checkpoint_every: int = 5000
 
 
+# The starting noise's scale a sampler accepts (sampler.temperature; 1 = the model's own noise).
+TEMPERATURE_RANGE = (0.0, 2.0)
+
+
 @dataclass
 class SamplerConfig:
     steps: int = 64  # DDIM's
@@ -179,9 +183,16 @@ class SamplerConfig:
     # bass latent carries a rhythm code, the pitch changes only where the code's onsets peak above
     # this value. 0 = off.
     hold_pitch: float = 0.0
+    # Scale of the starting noise (1 = the paper's; bassray.diffusion.sampler._start). Below 1 the
+    # deterministic solvers land nearer the latents the model finds most likely for the mix.
+    temperature: float = 1.0
 
     def __post_init__(self):
         from bassray.sampler_names import SAMPLERS
+        lo, hi = TEMPERATURE_RANGE
+        if not lo <= self.temperature <= hi:
+            raise ValueError(f"sampler.temperature must be in [{lo:g}, {hi:g}] (1 = the model's own noise), "
+                             f"got {self.temperature}")
         if self.hold_pitch < 0:
             raise ValueError(f"sampler.hold_pitch must be >= 0 (0 = off), got {self.hold_pitch}")
         if self.method not in SAMPLERS:

@@ -32,7 +32,7 @@ def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, st
                    cfg_weight: float, rescale_phi: float, seed: int, num_samples: int = 1,
                    style_path: Path | None = None, with_mix: Path | None = None,
                    match_level: bool = True, midi: Path | None = None, sampler: str | None = None,
-                   harmony: float | None = None) -> list[Path]:
+                   harmony: float | None = None, temperature: float | None = None) -> list[Path]:
     mix, in_rate = read_audio(mix_path)
     rate, channels = generator.sample_rate, generator.channels
     style = None
@@ -42,7 +42,7 @@ def generate_files(generator: BassGenerator, mix_path: Path, output: Path, *, st
     model_mix = conform(mix, in_rate, rate, channels)
     settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi,
                                    seed=seed + i, style_audio=style, match_level=match_level, sampler=sampler,
-                                   harmony=harmony)
+                                   harmony=harmony, temperature=temperature)
                 for i in range(num_samples)]
     with tqdm(total=steps, desc=sampler or generator.config.sampler.method, unit="step") as bar:
         basses = generator.generate([model_mix] * num_samples, settings,
@@ -78,7 +78,8 @@ def generate_command(args) -> int:
         cfg_weight=sampler.cfg_weight if args.cfg is None else args.cfg,
         rescale_phi=sampler.rescale_phi if args.rescale is None else args.rescale,
         seed=args.seed, num_samples=args.num_samples, style_path=args.style, with_mix=args.with_mix,
-        match_level=not args.model_level, midi=args.midi, sampler=args.sampler, harmony=args.harmony)
+        match_level=not args.model_level, midi=args.midi, sampler=args.sampler, harmony=args.harmony,
+        temperature=args.temperature)
     for path in paths:
         print(path)
     return 0

@@ -38,6 +38,8 @@ class GenerationSettings:
     sampler: str | None = None  # "ddim" or "dpmpp-2m"; None = the bundle's config
     # Harmony snap width in fifths (bassray.models.harmony; 0 = off); None = the bundle's config.
     harmony: float | None = None
+    # Scale of the starting noise (sampler.temperature); None = the bundle's config.
+    temperature: float | None = None
     style_audio: np.ndarray | None = None  # [C, T] at the model's rate; None = no grounding
     # One gain per request puts the bass at the training collection's median bass-to-mix level.
     # The model's own level drifts by several dB between training runs (in the quickstart, +1 to
@@ -167,10 +169,10 @@ class BassGenerator:
     def sample_latents(self, cond: torch.Tensor, *, steps: int, cfg_weight: Sequence[float],
                        rescale_phi: Sequence[float], seeds: Sequence[int],
                        style_means: Sequence[torch.Tensor | None] | None = None,
-                       progress: Callable[[int, int], None] | None = None, sampler: str | None = None
-                       ) -> torch.Tensor:
+                       progress: Callable[[int, int], None] | None = None, sampler: str | None = None,
+                       temperature: Sequence[float] | None = None) -> torch.Tensor:
         """DDIM (or ``sampler``; default the config's) over a batch of normalised mix latents
-        ``[B, Dx, L]`` -> ``[B, Dy, L]``."""
+        ``[B, Dx, L]`` -> ``[B, Dy, L]``; ``temperature`` per sample (default the config's)."""
         from bassray.diffusion.sampler import generate_latents
         batch = cond.shape[0]
         styles = list(style_means) if style_means is not None else [None] * batch
@@ -183,7 +185,9 @@ class BassGenerator:
             cfg_weight=torch.tensor(cfg_weight, device=self.device, dtype=torch.float32),
             rescale_phi=torch.tensor(rescale_phi, device=self.device, dtype=torch.float32),
             style_mean=style if bool(mask.any()) else None, style_mask=mask if bool(mask.any()) else None,
-            seeds=list(seeds), progress=progress, sampler=sampler or self.config.sampler.method).float()
+            seeds=list(seeds), progress=progress, sampler=sampler or self.config.sampler.method,
+            temperature=torch.tensor(self.config.sampler.temperature if temperature is None else temperature,
+                                     device=self.device, dtype=torch.float32)).float()
 
     @property
     def can_snap_to_harmony(self) -> bool:
@@ -259,7 +263,9 @@ class BassGenerator:
                 cfg_weight=[settings[i].cfg_weight for i in idx],
                 rescale_phi=[settings[i].rescale_phi for i in idx],
                 seeds=[settings[i].seed for i in idx], style_means=[styles[i] for i in idx],
-                progress=progress, sampler=sampler)
+                progress=progress, sampler=sampler,
+                temperature=[self.config.sampler.temperature if settings[i].temperature is None
+                             else settings[i].temperature for i in idx])
             default_width = self.config.sampler.harmony_snap
             # The median follows the snap: a snapped class that stands alone is a flip too.
             raw = self.smooth_pitch(raw)

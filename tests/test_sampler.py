@@ -79,6 +79,20 @@ def test_seeds_decide_the_sample():
     assert not torch.allclose(run(1), run(2))
 
 
+@SAMPLERS
+def test_temperature_scales_the_starting_noise_and_zero_forgets_the_seed(solve):
+    model, cond = _model(), torch.randn(2, 64, 8)
+    run = lambda seeds, temperature=1.0: solve(model, cond, 32, 3, torch.ones(2), torch.zeros(2), seeds,  # noqa: E731
+                                               temperature=temperature)
+    assert torch.equal(run([1, 2]), run([1, 2], torch.ones(2)))           # 1 is the model's own noise
+    torch.testing.assert_close(run([1, 2], 0.0), run([3, 4], 0.0))        # no noise: the seed plays no part
+    cooler = run([1, 2], torch.tensor([1.0, 0.5]))                         # per sample
+    torch.testing.assert_close(cooler[:1], run([1, 2])[:1])
+    assert not torch.allclose(cooler[1:], run([1, 2])[1:])
+    with pytest.raises(ValueError, match="temperature"):
+        run([1, 2], -0.5)
+
+
 def test_any_length_by_padding():
     model = _model()
     for length in (1, 5, 13):

@@ -38,12 +38,17 @@ def test_params_defaults_and_values():
     assert parse_params({}, DEFAULTS).harmony == 0.0
     assert parse_params({}, {**DEFAULTS, "harmony_snap": 0.5}).harmony == 0.5
     assert parse_params({"harmony": "0"}, {**DEFAULTS, "harmony_snap": 0.5}).harmony == 0.0
+    # The starting noise's scale likewise: 1 where the bundle names none.
+    assert parse_params({}, DEFAULTS).temperature == 1.0
+    assert parse_params({}, {**DEFAULTS, "temperature": 0.5}).temperature == 0.5
+    assert parse_params({"temperature": "0.8"}, {**DEFAULTS, "temperature": 0.5}).temperature == 0.8
 
 
 @pytest.mark.parametrize("field,value", [("steps", "0"), ("steps", "1001"), ("steps", "2.5"), ("cfg", "-1"),
                                          ("cfg", "inf"), ("rescale", "nan"), ("rescale", "2"),
                                          ("seed", "-3"), ("with_mix", "perhaps"), ("sampler", "euler"),
-                                         ("harmony", "5"), ("harmony", "-0.5")])
+                                         ("harmony", "5"), ("harmony", "-0.5"), ("temperature", "-0.1"),
+                                         ("temperature", "2.5")])
 def test_out_of_range_params_are_422_naming_the_field(field, value):
     with pytest.raises(RequestError) as err:
         parse_params({field: value}, DEFAULTS)

@@ -109,13 +109,17 @@ class GuidedDenoiser:
         return x0
 
 
-def _start(cond: torch.Tensor, target_dim: int, steps: int, seeds: Sequence[int | torch.Generator]
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def _start(cond: torch.Tensor, target_dim: int, steps: int, seeds: Sequence[int | torch.Generator],
+           temperature: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The starting latent (each sample's seeded noise times its ``temperature``) and the t grid."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
     if len(seeds) != cond.shape[0]:
         raise ValueError(f"give one seed per sample: {cond.shape[0]} samples, {len(seeds)} seeds")
-    z = initial_noise(seeds, (target_dim, cond.shape[-1]), cond.device)
+    scale = per_sample_values("temperature", temperature, cond.shape[0], cond.device)
+    if bool((scale < 0).any()):
+        raise ValueError(f"temperature must be >= 0 (1 = the model's own noise), got {scale.tolist()}")
+    z = initial_noise(seeds, (target_dim, cond.shape[-1]), cond.device) * _per_sample(scale)
     return z, torch.linspace(1.0, 0.0, steps + 1, device=cond.device)
 
 
@@ -124,7 +128,8 @@ def ddim_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps: int
                 cfg_weight: torch.Tensor | float, rescale_phi: torch.Tensor | float,
                 seeds: Sequence[int | torch.Generator], style_mean: torch.Tensor | None = None,
                 style_mask: torch.Tensor | None = None,
-                progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                progress: Callable[[int, int], None] | None = None,
+                temperature: torch.Tensor | float = 1.0) -> torch.Tensor:
     """DDIM (eta = 0) with ``steps`` steps on a uniform t grid from 1 to 0.
 
     ``model(z_t, t [B], cond) -> v``; ``cond`` [B, Dx, L] is the normalised mix latent (L must suit
@@ -134,7 +139,7 @@ def ddim_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps: int
     and null halves in one batched call unless every weight is 1), guide, rescale, ground, then
     eps = (z_t - a_t x0) / s_t and z_s = a_s x0 + s_s eps. Returns the normalised target latent
     [B, Dy, L] in float32."""
-    z, times = _start(cond, target_dim, steps, seeds)
+    z, times = _start(cond, target_dim, steps, seeds, temperature)
     denoise = GuidedDenoiser(model, cond, target_dim, cfg_weight, rescale_phi, style_mean, style_mask)
     for k in range(steps):
         t, s = times[k], times[k + 1]
@@ -153,14 +158,15 @@ def dpmpp_2m_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps:
                     cfg_weight: torch.Tensor | float, rescale_phi: torch.Tensor | float,
                     seeds: Sequence[int | torch.Generator], style_mean: torch.Tensor | None = None,
                     style_mask: torch.Tensor | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                    progress: Callable[[int, int], None] | None = None,
+                    temperature: torch.Tensor | float = 1.0) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095), the multistep second-order solver in
     data-prediction form, on the same grid and with the same guided x0 estimate as
     :func:`ddim_sample` (arguments alike). With lambda = log(a / s) and h = lambda_s - lambda_t:
     z_s = (s_s / s_t) z_t - a_s (e^-h - 1) D with D = (1 + 1/2r) x0_t - (1/2r) x0_prev, r = h_prev / h.
     Steps without a finite previous step (the first two: lambda is -inf at t = 1) and the last
     one, to t = 0, are first order, i.e. the DDIM step, as is usual for few steps."""
-    z, times = _start(cond, target_dim, steps, seeds)
+    z, times = _start(cond, target_dim, steps, seeds, temperature)
     denoise = GuidedDenoiser(model, cond, target_dim, cfg_weight, rescale_phi, style_mean, style_mask)
     x0_prev, h_prev = None, None
     for k in range(steps):
@@ -197,10 +203,13 @@ def generate_latents(model: torch.nn.Module, cond: torch.Tensor, *, target_dim: 
                      cfg_weight: torch.Tensor | float, rescale_phi: torch.Tensor | float,
                      seeds: Sequence[int | torch.Generator], style_mean: torch.Tensor | None = None,
                      style_mask: torch.Tensor | None = None,
-                     progress: Callable[[int, int], None] | None = None, sampler: str = "ddim") -> torch.Tensor:
+                     progress: Callable[[int, int], None] | None = None, sampler: str = "ddim",
+                     temperature: torch.Tensor | float = 1.0) -> torch.Tensor:
     """Any length: pad the condition to the U-Net's total down-sampling, sample with ``sampler``
-    ("ddim" or "dpmpp-2m"), crop back."""
+    ("ddim" or "dpmpp-2m"), crop back. ``temperature`` (per sample or one value) scales the
+    starting noise: below 1 the deterministic solvers land nearer the model's most likely latents."""
     solve = {"ddim": ddim_sample, "dpmpp-2m": dpmpp_2m_sample}[check_sampler(sampler)]
     padded, length = pad_to_multiple(cond, getattr(model, "total_downsampling", 1))
-    out = solve(model, padded, target_dim, steps, cfg_weight, rescale_phi, seeds, style_mean, style_mask, progress)
+    out = solve(model, padded, target_dim, steps, cfg_weight, rescale_phi, seeds, style_mean, style_mask, progress,
+                temperature)
     return out[..., :length]

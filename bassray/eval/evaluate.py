@@ -155,9 +155,9 @@ class SongScorer:
         mixes = list(batch["mix"])
         # Each song's noise comes from its key, so a song gets the same sample whatever batch it lands in.
         seeds = [song_seed(self.seed, str(key)) for key in batch["key"]]
-        def settings(weight: float, phi: float, harmony: float) -> list:
+        def settings(weight: float, phi: float, harmony: float, temperature: float | None = None) -> list:
             return [GenerationSettings(steps=self.steps, cfg_weight=weight, rescale_phi=phi, seed=seed,
-                                       harmony=harmony) for seed in seeds]
+                                       harmony=harmony, temperature=temperature) for seed in seeds]
         made = {}
         conditional = settings(sampler.cfg_weight, sampler.rescale_phi, self.harmony)
         if self.harmony > 0 and self.generator.can_snap_to_harmony:  # the same samples, both ways
@@ -166,8 +166,8 @@ class SongScorer:
         else:
             made["generated"] = self.generator.generate(mixes, conditional)
         # The unconditional floor must not hear the mix: no snap, and no rescale (which scales the
-        # output by the conditional estimate's spread).
-        made["unconditional"] = self.generator.generate(mixes, settings(0.0, 0.0, 0.0))
+        # output by the conditional estimate's spread); and it is the model's own prior, at temperature 1.
+        made["unconditional"] = self.generator.generate(mixes, settings(0.0, 0.0, 0.0, 1.0))
         results = []
         for i, key in enumerate(batch["key"]):
             rate, truth = int(batch["sample_rate"][i]), json.loads(str(batch["truth"][i]))

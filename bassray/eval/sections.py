@@ -114,7 +114,8 @@ def run_fad_sweep(kind: str, generator, rows: list[dict[str, Any]], out: Path, o
                                     mapper=mapper, **point)
 
     baselines = _sweep_baselines(generator, rows, embedding, true_stats, fit_songs, reference, mapper)
-    unconditional = score(steps=sampler.steps, cfg_weight=0.0, rescale_phi=0.0, harmony=0.0)  # hears no mix
+    # The model's own prior: hears no mix, and samples at temperature 1.
+    unconditional = score(steps=sampler.steps, cfg_weight=0.0, rescale_phi=0.0, harmony=0.0, temperature=1.0)
     baselines["fad"]["unconditional model"] = unconditional["fad"]
     baselines["chord_tone"]["unconditional model"] = unconditional["chord_tone"]
     if kind == "fad-steps":

@@ -54,10 +54,11 @@ def generate_both_ways(generator, mixes: list[np.ndarray], settings: list
 
 def score_setting(generator, rows: list[dict[str, Any]], embedding, true_stats, *, steps: int, cfg_weight: float,
                   rescale_phi: float, seed: int, fit_songs: int, mapper: Mapper = map, sampler: str | None = None,
-                  harmony: float | None = None) -> dict[str, Any]:
+                  harmony: float | None = None, temperature: float | None = None) -> dict[str, Any]:
     """Generate one bass per held-out row with one setting; its FAD against the true basses and
     the mean chord-tone agreement over the first ``fit_songs`` songs (``harmony``: the snap width,
-    None = the bundle's). Where a snap is on, the same samples are also scored without it
+    ``temperature``: the starting noise's scale; None = the bundle's). Where a snap is on, the same
+    samples are also scored without it
     (``fad_no_snap``, ``chord_tone_no_snap``)."""
     from bassray.eval.evaluate import song_seed
     from bassray.eval.fad import fad_from_stats
@@ -65,11 +66,13 @@ def score_setting(generator, rows: list[dict[str, Any]], embedding, true_stats, 
     rate = generator.config.audio.sample_rate
     sampler = sampler or generator.config.sampler.method
     width = snap_width(generator, harmony)
+    temperature = generator.config.sampler.temperature if temperature is None else temperature
     settings = [GenerationSettings(steps=steps, cfg_weight=cfg_weight, rescale_phi=rescale_phi,
-                                   seed=song_seed(seed, r["key"]), sampler=sampler, harmony=width) for r in rows]
+                                   seed=song_seed(seed, r["key"]), sampler=sampler, harmony=width,
+                                   temperature=temperature) for r in rows]
     truths = [json.loads(r["truth"]) for r in rows[:fit_songs]]
     out: dict[str, Any] = {"steps": steps, "cfg_weight": cfg_weight, "rescale_phi": rescale_phi, "sampler": sampler,
-                           "harmony": width}
+                           "harmony": width, "temperature": temperature}
     for suffix, basses in zip(("", "_no_snap"), generate_both_ways(generator, [r["mix"] for r in rows], settings)):
         if basses is None:
             continue

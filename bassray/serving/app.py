@@ -187,7 +187,8 @@ class BassrayIngress:
             model_style = await run_in_threadpool(conform, style, style_rate, model_rate, model_channels)
         settings = GenerationSettings(steps=params.steps, cfg_weight=params.cfg_weight,
                                       rescale_phi=params.rescale_phi, seed=params.seed, style_audio=model_style,
-                                      sampler=params.sampler, harmony=params.harmony)
+                                      sampler=params.sampler, harmony=params.harmony,
+                                      temperature=params.temperature)
         pending = self.generator.generate.remote(model_mix, settings)
         timeout = self.limits.generation_timeout_s
         try:

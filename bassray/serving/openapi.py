@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from bassray.sampler_names import SAMPLERS
-from bassray.serving.validation import CFG_RANGE, HARMONY_RANGE, RESCALE_RANGE, SEED_RANGE, STEPS_RANGE
+from bassray.serving.validation import (CFG_RANGE, HARMONY_RANGE, RESCALE_RANGE, SEED_RANGE, STEPS_RANGE,
+                                       TEMPERATURE_RANGE)
 
 
 class ErrorBody(BaseModel):
@@ -78,6 +79,8 @@ GENERATE_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content":
             "rescale": _range("number", RESCALE_RANGE, "guidance rescale phi"),
             "harmony": _range("number", HARMONY_RANGE, "harmony snap width in fifths (0 = off): a note may move "
                               "one step round the circle of fifths to a pitch class the mix plays; default: the model's"),
+            "temperature": _range("number", TEMPERATURE_RANGE, "scale of the starting noise (1 = the model's own; "
+                                  "lower keeps nearer the lines the model finds likeliest); default: the model's"),
             "seed": _range("integer", SEED_RANGE, "random seed (default: drawn, returned in X-Bassray-Seed)"),
             "with_mix": {"type": "boolean", "description": "return mix + bass instead of the bass alone"},
             "midi": {"type": "boolean", "description": "return a zip of the WAV and the bass line's notes "

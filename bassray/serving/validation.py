@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from bassray.audio import AudioReadError, conform, read_audio
+from bassray.config import TEMPERATURE_RANGE
 from bassray.sampler_names import SAMPLERS, default_steps
 
 # Parameter ranges accepted by POST /generate.
@@ -53,7 +54,7 @@ class Limits:
                 "min_seconds": MIN_SECONDS, "sample_rate": list(SAMPLE_RATE_RANGE), "max_channels": MAX_CHANNELS,
                 "stall_timeout_s": self.stall_timeout_s, "generation_timeout_s": self.generation_timeout_s,
                 "steps": list(STEPS_RANGE), "cfg": list(CFG_RANGE), "rescale": list(RESCALE_RANGE),
-                "harmony": list(HARMONY_RANGE),
+                "harmony": list(HARMONY_RANGE), "temperature": list(TEMPERATURE_RANGE),
                 "seed": list(SEED_RANGE), "sampler": list(SAMPLERS)}
 
 
@@ -67,6 +68,7 @@ class GenerateParams:
     midi: bool = False
     sampler: str = "ddim"
     harmony: float = 0.0
+    temperature: float = 1.0
 
 
 def _field(form: Mapping[str, Any], name: str) -> str | None:
@@ -96,7 +98,7 @@ def _number(form: Mapping[str, Any], name: str, kind: type, bounds: tuple, defau
 
 
 def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> GenerateParams:
-    """Form fields steps, cfg, rescale, harmony, seed, sampler, with_mix, midi -> checked values (``defaults``:
+    """Form fields steps, cfg, rescale, harmony, temperature, seed, sampler, with_mix, midi -> checked values (``defaults``:
     the bundle's sampler settings). A missing seed draws a random one; the response reports it."""
     flags = {}
     for name in ("with_mix", "midi"):
@@ -110,6 +112,7 @@ def parse_params(form: Mapping[str, Any], defaults: Mapping[str, Any]) -> Genera
         cfg_weight=_number(form, "cfg", float, CFG_RANGE, float(defaults["cfg_weight"])),
         rescale_phi=_number(form, "rescale", float, RESCALE_RANGE, float(defaults["rescale_phi"])),
         harmony=_number(form, "harmony", float, HARMONY_RANGE, float(defaults.get("harmony_snap", 0.0))),
+        temperature=_number(form, "temperature", float, TEMPERATURE_RANGE, float(defaults.get("temperature", 1.0))),
         seed=_number(form, "seed", int, SEED_RANGE, secrets.randbelow(2**31)),
         with_mix=flags["with_mix"], midi=flags["midi"], sampler=sampler)
 
