@@ -207,3 +207,15 @@ def test_bass_pitch_matches_its_notes(synth_shards):
         total += int(voiced.sum())
     assert total > 200, "too few confidently voiced bass frames to judge"
     assert agree / total >= 0.8
+
+
+def test_grooves_that_keep_the_same_time_take_the_same_bass_rhythms():
+    """A bass line follows the kick and the time-keeping cymbals: two grooves alike in those
+    (the snare aside) with different bass lines would leave the bass's rhythm to a guess."""
+    def timekeeping(groove):
+        return {drum: sorted(at) for drum, at in P.DRUM_GROOVES[groove].items() if drum in P.TIMEKEEPERS}
+    grooves = sorted(P.DRUM_GROOVES)
+    for i, a in enumerate(grooves):
+        for b in grooves[i + 1:]:
+            if timekeeping(a) == timekeeping(b):
+                assert set(P.GROOVE_BASS_PATTERNS[a]) == set(P.GROOVE_BASS_PATTERNS[b]), (a, b)

@@ -24,16 +24,22 @@ DRUM_RING = {KICK: 0.3, SNARE: 0.3, SIDE_STICK: 0.15, CLAP: 0.25, CLOSED_HAT: 0.
              OPEN_HAT: 0.4, CRASH: 1.4, RIDE: 1.0, LOW_TOM: 0.4, HIGH_TOM: 0.4}
 
 _TRIPLET = [0, 2 / 3]
-# Groove name -> drum note -> positions in beats within the bar.
+# Groove name -> drum note -> positions in beats within the bar. No two grooves share their kick and
+# time-keeping cymbals (TIMEKEEPERS) yet take bass lines of different rhythms: a bass line follows
+# those, and with rock's kick and eighth hats the half-time groove (snare alone apart) left the model
+# to guess between rock's eighths and a kick-locked line (docs/articulation.md). Half-time hats play
+# quarter notes, as half-time feels often do.
 DRUM_GROOVES: dict[str, dict[int, list[float]]] = {
     "rock": {KICK: [0, 2.5], SNARE: [1, 3], CLOSED_HAT: [i / 2 for i in range(8)]},
     "four_on_floor": {KICK: [0, 1, 2, 3], CLAP: [1, 3], OPEN_HAT: [0.5, 1.5, 2.5, 3.5]},
-    "half_time": {KICK: [0, 2.5], SNARE: [2], CLOSED_HAT: [i / 2 for i in range(8)]},
+    "half_time": {KICK: [0, 2.5], SNARE: [2], CLOSED_HAT: [0, 1, 2, 3]},
     "funk": {KICK: [0, 0.75, 2.5], SNARE: [1, 3], CLOSED_HAT: [i / 4 for i in range(16)]},
     "shuffle": {KICK: [0, 2], SNARE: [1, 3], CLOSED_HAT: [b + t for b in range(4) for t in _TRIPLET]},
     "jazz_ride": {KICK: [0], SIDE_STICK: [3], PEDAL_HAT: [1, 3],
                   RIDE: [0, 1, 1 + 2 / 3, 2, 3, 3 + 2 / 3]},
 }
+# The drums that keep time for a bass line: the kick and the cymbals that mark the subdivision.
+TIMEKEEPERS = (KICK, CLOSED_HAT, PEDAL_HAT, OPEN_HAT, RIDE)
 _ACCENT = {KICK: 105, SNARE: 100, CLAP: 95, SIDE_STICK: 90, CLOSED_HAT: 95, PEDAL_HAT: 85,
            OPEN_HAT: 90, RIDE: 95, CRASH: 100, LOW_TOM: 95, HIGH_TOM: 95}
 
