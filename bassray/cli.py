@@ -115,7 +115,7 @@ def _numbers(text: str, kind=float) -> tuple:
 
 def cmd_evaluate(args) -> int:
     from bassray.distributed.evaluate import evaluate
-    from bassray.eval.evaluate import articulation_table, chord_sources_words, fad_table, fit_table, headline
+    from bassray.eval.fit_report import articulation_table, chord_sources_words, fad_table, fit_table, headline
     from bassray.eval.sections import ExperimentOptions
     options = ExperimentOptions(
         steps_grid=_numbers(args.steps_grid, int), samplers=tuple(v.strip() for v in args.samplers.split(",")),

@@ -47,7 +47,7 @@ def _reconstruction(bundle_dir: Path, data_dir: Path) -> str:
 
 
 def _tables(fit: dict, conditioning: str | None) -> str:
-    from bassray.eval.evaluate import articulation_table, fit_table, headline
+    from bassray.eval.fit_report import articulation_table, fit_table, headline
     fid = fit["reconstruction_fidelity"]
     return "\n".join([
         f"Musical fit on {fit['songs']} held-out songs (pYIN f0 against each song's chords and bass notes):",

@@ -130,7 +130,7 @@ def test_each_held_out_song_draws_its_own_noise_whatever_its_batch():
 
 
 def test_the_report_breaks_the_generated_scores_down_by_bass_pattern():
-    from bassray.eval.evaluate import pattern_table
+    from bassray.eval.fit_report import pattern_table
     row = lambda pattern, f1: {"bass_pattern": pattern, "true": {"chord_tone_coverage": 0.9},  # noqa: E731
                                "generated": {"chord_tone_coverage": 0.5, "onset_f1": f1, "note_rate": 1.0,
                                              "sounding_iou": 0.8, "harmonic_share": 0.9}}

@@ -14,8 +14,9 @@ import ray
 import ray.data
 
 from bassray.distributed.runner import ensure_ray
-from bassray.eval.evaluate import (SongScorer, fad_against_true, held_out_songs, markdown_report, summarise,
-                                   training_basses, write_spectrograms)
+from bassray.eval.evaluate import (SongScorer, fad_against_true, held_out_songs, summarise, training_basses,
+                                   write_spectrograms)
+from bassray.eval.fit_report import markdown_report
 from bassray.eval.report import sections_markdown, write_html
 from bassray.eval.sections import (SECTIONS, ExperimentOptions, report_key, run_fad_sweep, run_length,
                                    run_matching, run_style, skipped_sections)

@@ -4,8 +4,8 @@ Every held-out song is scored five ways against its own ground truth, so each fi
 its ceiling and its floors: the true bass (ceiling), the bass autoencoder's reconstruction of it,
 the generated bass (conditional), the unconditional model's bass (null mix), and another song's
 true bass (chance). :class:`SongScorer` is a plain callable that bassray/distributed/evaluate.py
-runs in a Ray Data actor pool; the report helpers write ``report.json`` and ``report.md`` (tables,
-spectrograms, links to the audio). No Ray here.
+runs in a Ray Data actor pool; :func:`summarise` gives ``report.json``'s figures, and
+bassray/eval/fit_report.py writes them as Markdown. No Ray here.
 """
 from __future__ import annotations
 
@@ -24,17 +24,8 @@ log = logging.getLogger(__name__)
 # "beat_grid" is no audio: quarter notes at the song's tempo, scored for rhythm only
 # (articulation.beat_grid_scores), the rhythm a bassist who only keeps the beat would get.
 KINDS = ("true", "reconstruction", "generated", "generated_no_snap", "unconditional", "other_song", "beat_grid")
-KIND_TITLES = {"true": "true bass (ceiling)", "reconstruction": "bass autoencoder's reconstruction",
-               "generated": "**generated bass**", "generated_no_snap": "generated bass without the harmony snap",
-               "unconditional": "unconditional model (floor)", "other_song": "another song's bass (floor)",
-               "beat_grid": "quarter notes on the beat (rhythm only)"}
-# chord_tone counts voiced frames only, so its voiced share stands beside it; the coverage (which
-# counts every frame where the true bass plays) is the headline.
-FIT_COLUMNS = ("chord_tone_coverage", "chord_tone", "chord_voiced_share", "root", "raw_pitch", "raw_chroma",
-               "voicing_recall", "voicing_false_alarm", "level_db")
 # Headline figures placed between floor (another song's bass) and ceiling (the true bass).
 FLOOR_TO_CEILING = ("chord_tone_coverage", "chord_tone", "onset_f1", "sounding_iou")
-FIDELITY_COLUMNS = ("pitch_accuracy", "octave_errors", "chroma_cosine", "cqt_l1")
 
 
 CHORD_SOURCES = ("auto", "annotated", "estimated")
@@ -222,111 +213,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return report
 
 
-def fit_table(report: dict[str, Any], columns: Sequence[str] = FIT_COLUMNS) -> str:
-    """A table (Markdown) of ``columns``, one row per kind."""
-    lines = ["| bass | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for kind in (k for k in KINDS if k in report["kinds"]):
-        values = report["kinds"][kind]
-        if not any(c in values for c in columns):
-            continue
-        lines.append(f"| {KIND_TITLES[kind]} | " + " | ".join(
-            f"{values[c]:.2f}" if c in values else "–" for c in columns) + " |")
-    return "\n".join(lines)
-
-
-def articulation_table(report: dict[str, Any]) -> str:
-    """The articulation table (bassray/eval/articulation.py), one row per kind."""
-    from bassray.eval.articulation import ARTICULATION_COLUMNS
-    return fit_table(report, ARTICULATION_COLUMNS)
-
-
-def headline(report: dict[str, Any]) -> str:
-    """One sentence: where the generated bass lies between floor and ceiling on each headline
-    figure, without the harmony snap too where it was scored, and its level."""
-    def places(kind: str) -> str:
-        values = report.get(f"{kind}_floor_to_ceiling") or {}
-        return ", ".join(f"{name} {values[name]:.2f}" for name in FLOOR_TO_CEILING if name in values)
-    text = f"generated bass, of the way from floor (another song's bass) to ceiling (true bass): {places('generated')}"
-    if report.get("generated_no_snap_floor_to_ceiling"):
-        text += f"; without the harmony snap: {places('generated_no_snap')}"
-    return text + f"; level {report['generated_level_minus_true_db']:+.1f} dB against the true bass"
-
-
-def chord_sources_words(sources: dict[str, int]) -> str:
-    """Which chords the scores used: the songs' annotations, estimates from the mix, or both."""
-    words = {"annotated": "annotated in the data", "estimated": "estimated from the mix (chroma templates "
-             "and Viterbi, bassray/eval/chords.py)"}
-    return "; ".join(f"{n} song{'s' if n != 1 else ''} {words.get(k, k)}" for k, n in sources.items()) or "annotated"
-
-
-def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
-    fid = report["reconstruction_fidelity"]
-    parts = [f"# Musical fit on {report['songs']} held-out songs", "",
-             f"Bundle `{report['bundle']}`, data `{report['data']}` ({', '.join(report['splits'])}).", "",
-             f"Chords: {chord_sources_words(report.get('chord_sources', {}))}.", "",
-             "## Notes", "",
-             "chord_tone_coverage: share of the frames where the true bass plays a note in which the line "
-             "sounds a chord tone (pYIN, 30-400 Hz); chord_tone: the same share over the line's own voiced "
-             "frames only, with chord_voiced_share, the share of the chords' frames it is voiced in; raw "
-             "pitch/chroma and voicing use mir_eval against the true bass notes.", "",
-             fit_table(report), "",
-             "## Articulation", "",
-             "onset_f1: librosa onsets matched within 70 ms to the true bass's note onsets (mir_eval); "
-             "note_rate: onsets over the true bass's note count; sounding_iou: frames within 30 dB of each "
-             "file's peak, intersection over union with the true bass's; harmonic_share: HPSS harmonic "
-             "energy below 2 kHz; register_error_st: distance of the median pitch from the true bass's, in semitones.", "",
-             articulation_table(report), "",
-             headline(report) + ".", "",
-             "## Reconstruction fidelity of the bass autoencoder", "",
-             "| pitch accuracy vs input (50 cents) | octave errors | chroma cosine | CQT log L1 |",
-             "|---:|---:|---:|---:|",
-             "| " + " | ".join(f"{fid.get(c, float('nan')):.3f}" for c in FIDELITY_COLUMNS) + " |", "",
-             f"Its chord-tone agreement is {report['reconstruction_share_of_ceiling']:.0%} of the true bass's.", ""]
-    by_pattern = pattern_table(report["per_song"])
-    if by_pattern:
-        parts += ["## By bass pattern", "", "The generated bass on the songs of each pattern the true bass plays "
-                  "(synthetic songs): where a mean hides a failing kind of song.", "", by_pattern, ""]
-    if report.get("fad"):
-        parts += ["## Fréchet audio distance", "", fad_table(report["fad"]), ""]
-    if spectrograms:
-        parts += ["## Constant-Q pictures: look at them, and listen, before believing a number", ""]
-        parts += [f"![{Path(p).stem}]({p})" for p in spectrograms] + [""]
-    parts += ["## Songs", "", "| song | generated coverage | true | generated onset F1 | note rate | audio |",
-              "|---|---:|---:|---:|---:|---|"]
-    for row in report["per_song"]:
-        links = " ".join(f"[{k}](audio/{row['key']}.{k}.wav)" for k in ("mix", "generated", "true", "reconstruction"))
-        g = row["generated"]
-        parts.append(f"| {row['key']} | {g.get('chord_tone_coverage', float('nan')):.2f} | "
-                     f"{row['true'].get('chord_tone_coverage', float('nan')):.2f} | {g.get('onset_f1', float('nan')):.2f} | "
-                     f"{g.get('note_rate', float('nan')):.2f} | {links} |")
-    return "\n".join(parts) + "\n"
-
-
-PATTERN_COLUMNS = ("chord_tone_coverage", "onset_f1", "note_rate", "sounding_iou", "harmonic_share")
-
-
-def pattern_table(per_song: list[dict[str, Any]]) -> str:
-    """Markdown: the generated bass's mean scores over the songs of each true bass pattern, beside
-    the true bass's coverage; empty where the songs carry no pattern."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in per_song:
-        if row.get("bass_pattern"):
-            groups.setdefault(row["bass_pattern"], []).append(row)
-    if not groups:
-        return ""
-    lines = ["| true bass pattern | songs | true coverage | " + " | ".join(PATTERN_COLUMNS) + " |",
-             "|---|---:|---:|" + "---:|" * len(PATTERN_COLUMNS)]
-    for name, rows in sorted(groups.items()):
-        mean = lambda kind, c: float(np.nanmean([r[kind].get(c, np.nan) for r in rows]))  # noqa: E731
-        lines.append(f"| {name} | {len(rows)} | {mean('true', 'chord_tone_coverage'):.2f} | "
-                     + " | ".join(f"{mean('generated', c):.2f}" for c in PATTERN_COLUMNS) + " |")
-    return "\n".join(lines)
-
-
 FAD_KINDS = ("other_songs", "reconstruction", "generated", "generated_no_snap", "unconditional")
-FAD_TITLES = {"other_songs": "true basses of other songs (train split): the best reachable",
-              "reconstruction": "bass autoencoder's reconstruction", "generated": "**generated bass**",
-              "generated_no_snap": "generated bass without the harmony snap", "unconditional": "unconditional model"}
 
 
 def training_basses(data_dir: str | Path, target: str, count: int) -> list[np.ndarray]:
@@ -379,15 +266,6 @@ def fad_against_true(out: Path, keys: list[str], embedding_name: str = "chroma-m
         results[kind] = {"fad": r.fad, "embedding": r.embedding, "clips": r.clips_a, "frames": r.frames_a,
                          "true_clips": r.clips_b, "true_frames": r.frames_b}
     return results
-
-
-def fad_table(fad: dict[str, dict[str, Any]]) -> str:
-    first = next(iter(fad.values()))
-    lines = [f"FAD against the true basses ({first['embedding']}; {first['true_clips']} true clips, "
-             f"{first['true_frames']} frames):", "", "| bass | FAD | clips | frames |", "|---|---:|---:|---:|"]
-    for kind, r in fad.items():
-        lines.append(f"| {FAD_TITLES[kind]} | {r['fad']:.3f} | {r['clips']} | {r['frames']} |")
-    return "\n".join(lines)
 
 
 def write_spectrograms(out: Path, keys: list[str], onsets: dict[str, list[float]] | None = None) -> list[str]:

@@ -1,4 +1,4 @@
-"""report.md and report.html: the musical-fit report (bassray/eval/evaluate.py) followed by every
+"""report.md and report.html: the musical-fit report (bassray/eval/fit_report.py) followed by every
 experiment section present in report.json, each figure beside its baselines; the HTML adds audio
 players in the style of the paper's demo page (mix, generated bass, mix + generated bass, true
 bass). No Ray here."""
