@@ -170,9 +170,9 @@ class BassGenerator:
                        rescale_phi: Sequence[float], seeds: Sequence[int],
                        style_means: Sequence[torch.Tensor | None] | None = None,
                        progress: Callable[[int, int], None] | None = None, sampler: str | None = None,
-                       temperature: Sequence[float] | None = None) -> torch.Tensor:
+                       temperature: Sequence[float | None] | None = None) -> torch.Tensor:
         """DDIM (or ``sampler``; default the config's) over a batch of normalised mix latents
-        ``[B, Dx, L]`` -> ``[B, Dy, L]``; ``temperature`` per sample (default the config's)."""
+        ``[B, Dx, L]`` -> ``[B, Dy, L]``; ``temperature`` per sample (None: the config's)."""
         from bassray.diffusion.sampler import generate_latents
         batch = cond.shape[0]
         styles = list(style_means) if style_means is not None else [None] * batch
@@ -186,7 +186,8 @@ class BassGenerator:
             rescale_phi=torch.tensor(rescale_phi, device=self.device, dtype=torch.float32),
             style_mean=style if bool(mask.any()) else None, style_mask=mask if bool(mask.any()) else None,
             seeds=list(seeds), progress=progress, sampler=sampler or self.config.sampler.method,
-            temperature=torch.tensor(self.config.sampler.temperature if temperature is None else temperature,
+            temperature=torch.tensor([self.config.sampler.temperature if t is None else t
+                                      for t in (temperature or [None] * batch)],
                                      device=self.device, dtype=torch.float32)).float()
 
     @property
@@ -264,8 +265,7 @@ class BassGenerator:
                 rescale_phi=[settings[i].rescale_phi for i in idx],
                 seeds=[settings[i].seed for i in idx], style_means=[styles[i] for i in idx],
                 progress=progress, sampler=sampler,
-                temperature=[self.config.sampler.temperature if settings[i].temperature is None
-                             else settings[i].temperature for i in idx])
+                temperature=[settings[i].temperature for i in idx])
             default_width = self.config.sampler.harmony_snap
             # The median follows the snap: a snapped class that stands alone is a flip too.
             raw = self.smooth_pitch(raw)

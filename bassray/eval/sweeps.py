@@ -58,8 +58,7 @@ def score_setting(generator, rows: list[dict[str, Any]], embedding, true_stats, 
     """Generate one bass per held-out row with one setting; its FAD against the true basses and
     the mean chord-tone agreement over the first ``fit_songs`` songs (``harmony``: the snap width,
     ``temperature``: the starting noise's scale; None = the bundle's). Where a snap is on, the same
-    samples are also scored without it
-    (``fad_no_snap``, ``chord_tone_no_snap``)."""
+    samples are also scored without it (``fad_no_snap``, ``chord_tone_no_snap``)."""
     from bassray.eval.evaluate import song_seed
     from bassray.eval.fad import fad_from_stats
     from bassray.inference import GenerationSettings

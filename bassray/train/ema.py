@@ -21,11 +21,11 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         decay = self.current_decay()
-        pairs = [(self.shadow[name], value) for name, value in model.state_dict().items() if name in self.shadow]
-        shadows = [shadow for shadow, _ in pairs]
+        state = model.state_dict()
         # One fused lerp over all tensors (shadow += (1 - decay)(value - shadow)): tiny's U-Net,
         # 1.7 ms a step as a Python loop, which is 3 % of its training step on 2 CPU cores.
-        torch._foreach_lerp_(shadows, [value.detach().float() for _, value in pairs], 1.0 - decay)
+        torch._foreach_lerp_(list(self.shadow.values()), [state[name].detach().float() for name in self.shadow],
+                             1.0 - decay)
         self.num_updates += 1
 
     @torch.no_grad()
