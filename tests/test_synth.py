@@ -12,7 +12,8 @@ from bassray.data import patterns as P
 from bassray.data.compose import PROGRESSIONS, TEMPO_RANGE, compose_song, cut_ground_truth
 from bassray.data.shards import SPLITS, iter_segments, list_shards
 from bassray.data.stems import VOCABULARY
-from bassray.data.synth import read_soundfont, render_song, song_seed, synthesize_dataset
+from bassray.data.synth import (GROOVES, indexed_song, read_soundfont, render_song, song_groove, song_split,
+                                synthesize_dataset)
 
 FRAME_S = 0.05          # RMS frames
 RELEASE_S = 0.5         # a note may ring this long after its end (SoundFont release tails)
@@ -118,7 +119,7 @@ def _exercising_seed() -> int:
     """A dataset seed whose first songs include a drum-less intro, a lead and bass rests, so the
     silence checks below have silent frames in every kind of stem to look at."""
     for seed in range(200):
-        truths = [compose_song(song_seed(seed, i), SONG_SECONDS).ground_truth() for i in range(NUM_SONGS)]
+        truths = [indexed_song(seed, i, SONG_SECONDS).ground_truth() for i in range(NUM_SONGS)]
         drums_late = any(t["parts"]["drums"]["notes"][0][1] > 1.0 for t in truths)
         lead = any(len(t["parts"]) > 3 for t in truths)
         rests = all(t["bass_rest_bars"] for t in truths)
@@ -219,3 +220,24 @@ def test_grooves_that_keep_the_same_time_take_the_same_bass_rhythms():
         for b in grooves[i + 1:]:
             if timekeeping(a) == timekeeping(b):
                 assert set(P.GROOVE_BASS_PATTERNS[a]) == set(P.GROOVE_BASS_PATTERNS[b]), (a, b)
+
+
+def test_a_dataset_goes_through_the_grooves_evenly_and_holds_each_out_in_proportion():
+    n = 6 * 100
+    for seed in (0, 1):
+        grooves = [song_groove(seed, i)[0] for i in range(n)]
+        for block in range(0, n, len(GROOVES)):      # one song of each groove in every block
+            assert sorted(grooves[block:block + len(GROOVES)]) == list(GROOVES)
+        splits = [song_split(seed, i, 0.1, 0.1, split_seed=0) for i in range(n)]
+        assert splits == [song_split(seed, i, 0.1, 0.1, split_seed=0) for i in range(n)]
+        for groove in GROOVES:
+            of_groove = [s for s, g in zip(splits, grooves) if g == groove]
+            for count in range(10, len(of_groove) + 1, 10):   # any run from the first song on
+                for name in ("test", "val"):
+                    assert abs(of_groove[:count].count(name) - 0.1 * count) <= 2, (seed, groove, count, name)
+        song = indexed_song(seed, 7, 6.0).ground_truth()
+        assert song["patterns"]["drums"] == grooves[7]
+    assert [song_groove(0, i) for i in range(12)] != [song_groove(1, i) for i in range(12)]
+    assert [song_split(0, i, 0.1, 0.1, 0) for i in range(60)] != [song_split(0, i, 0.1, 0.1, 1) for i in range(60)]
+    with pytest.raises(ValueError, match="unknown drum groove"):
+        compose_song(0, 6.0, groove="polka")

@@ -141,10 +141,13 @@ def _clip(notes: list[P.Note], duration: float) -> list[P.Note]:
     return [(p, s, min(e, duration), v) for p, s, e, v in notes if s < duration - 0.05]
 
 
-def compose_song(seed: int, seconds: float) -> Song:
-    """A whole song of ``seconds`` from ``seed`` (same seed and length -> same song)."""
+def compose_song(seed: int, seconds: float, groove: str | None = None) -> Song:
+    """A whole song of ``seconds`` from ``seed`` (same seed and length -> same song); ``groove``
+    sets the drum groove instead of drawing it (the rest of the song is what ``seed`` draws)."""
     if seconds <= 0:
         raise ValueError(f"song length must be positive, got {seconds} s")
+    if groove is not None and groove not in P.DRUM_GROOVES:
+        raise ValueError(f"unknown drum groove {groove!r}; grooves are {', '.join(sorted(P.DRUM_GROOVES))}")
     rng = np.random.default_rng(seed)
     tempo = float(rng.integers(TEMPO_RANGE[0], TEMPO_RANGE[1] + 1))
     tonic, mode = int(rng.integers(12)), _pick(rng, ("major", "minor"))
@@ -152,7 +155,8 @@ def compose_song(seed: int, seconds: float) -> Song:
     cycle = [make_chord(tonic, n) for n in PROGRESSIONS[family][mode].split()]
     # Fast songs sometimes hold each chord for two bars.
     bars_per_chord = 2 if tempo >= 130 and family != "blues_12bar" and rng.random() < 0.5 else 1
-    groove = _pick(rng, sorted(P.DRUM_GROOVES))
+    drawn_groove = _pick(rng, sorted(P.DRUM_GROOVES))   # drawn either way: the same seed, the same rest
+    groove = groove if groove is not None else drawn_groove
     bass_pattern = _pick(rng, P.GROOVE_BASS_PATTERNS[groove])
     comp_pattern = _pick(rng, P.COMP_PATTERNS)
     bass_program, comp_program = _pick(rng, BASS_PROGRAMS), _pick(rng, COMP_PROGRAMS)

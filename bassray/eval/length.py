@@ -21,13 +21,12 @@ HELD_OUT_INDEX = 10**6  # song indices from here on are never in a synthetic tra
 def long_songs(config, count: int, seconds: float, seed: int = 0) -> list[dict[str, Any]]:
     """``count`` fresh synthetic songs of ``seconds``: mix (all stems but the target), target, truth."""
     from bassray.audio import conform
-    from bassray.data.compose import compose_song
-    from bassray.data.synth import read_soundfont, render_song, song_seed
+    from bassray.data.synth import indexed_song, read_soundfont, render_song
     soundfont = read_soundfont(None)
     rate, channels, target = config.audio.sample_rate, config.audio.channels, config.data.target_stem
     songs = []
     for i in range(count):
-        song = compose_song(song_seed(seed, HELD_OUT_INDEX + i), seconds)
+        song = indexed_song(seed, HELD_OUT_INDEX + i, seconds)
         stems, _ = render_song(song, soundfont, rate, channels)
         others = [conform(a, rate, rate, channels) for name, a in stems.items() if name != target]
         songs.append({"key": f"long-{i:03d}", "mix": np.sum(others, axis=0).astype(np.float32),
