@@ -56,3 +56,17 @@ def test_zero_partitions_only_over_several_workers():
     stage = lambda workers: deepspeed_config(dist, global_batch=8, num_workers=workers, lr=1e-3,  # noqa: E731
                                              betas=[0.9, 0.99])["zero_optimization"]["stage"]
     assert stage(1) == 0 and stage(2) == 1 and stage(4) == 1
+
+
+def test_each_python_environment_builds_deepspeeds_op_in_its_own_folder(monkeypatch):
+    import sys
+
+    from bassray.distributed.deepspeed_config import own_extension_build_dir
+    folders = []
+    for prefix in ("/venvs/a", "/venvs/b", "/venvs/a"):
+        monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+        monkeypatch.setattr(sys, "prefix", prefix)
+        folders.append(own_extension_build_dir())
+    assert folders[0] == folders[2] != folders[1]
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/chosen/by/user")
+    assert own_extension_build_dir() == "/chosen/by/user"

@@ -1,9 +1,25 @@
 """DeepSpeed engine configs built from bassray's typed config (ZeRO stage and precision)."""
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from bassray.config import DistributedConfig
+
+
+def own_extension_build_dir() -> str:
+    """Points torch's JIT extension builds (DeepSpeed's CPU shared-memory comm op) at a folder of
+    this Python environment's own, unless ``TORCH_EXTENSIONS_DIR`` is set already; returns it.
+    torch keys its default folder by torch flavour only, and the op's build flags hold the
+    environment's paths, so two virtual environments (a checkout and CI's clean clone) rebuilt it in
+    turn: 22 s on 2 cores at a training run's first engine."""
+    if not os.environ.get("TORCH_EXTENSIONS_DIR"):
+        tag = hashlib.sha1(sys.prefix.encode()).hexdigest()[:12]
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(Path.home() / ".cache" / "torch_extensions" / f"env-{tag}")
+    return os.environ["TORCH_EXTENSIONS_DIR"]
 
 
 def resolve_precision(dist: DistributedConfig, use_gpu: bool) -> str:

@@ -15,7 +15,7 @@ import torch
 
 from bassray.config import Config
 from bassray.data.shards import resolve_data_dirs
-from bassray.distributed.deepspeed_config import deepspeed_config, resolve_precision
+from bassray.distributed.deepspeed_config import deepspeed_config, own_extension_build_dir, resolve_precision
 from bassray.distributed.perf import StepWindow, compile_for_training, counted_step_flops, measured_peak_flops
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch_stage,
                                         export_and_register, restore_checkpoint, save_checkpoint_and_report,
@@ -108,6 +108,8 @@ def evaluate_reconstruction(model: torch.nn.Module, crops: torch.Tensor, hops: l
 
 def autoencoder_train_loop(loop_config: dict[str, Any]) -> None:
     import deepspeed
+
+    own_extension_build_dir()
 
     from bassray.audio import log_magnitude
     from bassray.models.autoencoder import Autoencoder

@@ -13,7 +13,7 @@ import torch
 
 from bassray.config import Config
 from bassray.data.shards import resolve_data_dirs
-from bassray.distributed.deepspeed_config import deepspeed_config
+from bassray.distributed.deepspeed_config import deepspeed_config, own_extension_build_dir
 from bassray.distributed.runner import (bassray_home, ensure_ray, export_and_register, launch_stage,
                                         restore_checkpoint, save_checkpoint_and_report, setup_worker)
 from bassray.distributed.tracking import RunTracker, default_tracking_uri
@@ -101,6 +101,8 @@ def endless_rows(dataset_name: str) -> Iterator[dict[str, Any]]:
 
 def contrastive_train_loop(loop_config: dict[str, Any]) -> None:
     import deepspeed
+
+    own_extension_build_dir()
     setup = setup_worker(loop_config)
     config, world, device = setup.config, setup.world, setup.device
     cfg = ContrastiveConfig(**loop_config["contrastive"])

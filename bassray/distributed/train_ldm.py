@@ -13,7 +13,7 @@ import ray.train
 import torch
 
 from bassray.config import Config
-from bassray.distributed.deepspeed_config import deepspeed_config
+from bassray.distributed.deepspeed_config import deepspeed_config, own_extension_build_dir
 from bassray.distributed.perf import StepWindow, compile_for_training, counted_step_flops, measured_peak_flops
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch_stage,
                                         export_and_register, optimizer_steps, restore_checkpoint,
@@ -106,6 +106,8 @@ def _generated_fit(generator, config: Config, songs: list[dict[str, Any]], step:
 
 def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     import deepspeed
+
+    own_extension_build_dir()
 
     from bassray.data.latents import load_latent_pairs
     from bassray.eval.conditioning import conditioning_losses, conditioning_losses_by_time
