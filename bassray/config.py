@@ -124,6 +124,9 @@ class UNetConfig:
     dropout: float = 0.0
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class DiffusionTrainConfig:
     batch_size: int = 128
@@ -148,12 +151,24 @@ class DiffusionTrainConfig:
     # and the learnt channels are what it memorises songs by. 0.5 with four times the songs: 0.71.
     learnt_mix_dropout: float = 0.0
     ema_decay: float = 0.999
+    # "constant", or "cosine": a linear warm-up over lr_warmup_steps, then a cosine decay to 1 % of
+    # learning_rate at max_steps (DeepSpeed's WarmupCosineLR), so a short run ends on settled weights.
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
     # CPU threads per worker for the U-Net; 0 keeps Ray's setting (the worker's CPU share, at least
     # 1). Latent crops cost little to read, so on CPU the U-Net can have the cores to itself.
     torch_threads: int = 0
     log_every: int = 50
     eval_every: int = 5000
     checkpoint_every: int = 5000
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"diffusion_training.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                             f"not {self.lr_schedule!r}")
+        if not 0 <= self.lr_warmup_steps < self.max_steps:
+            raise ValueError(f"diffusion_training.lr_warmup_steps must be at least 0 and below max_steps "
+                             f"({self.max_steps}), got {self.lr_warmup_steps}")
 
 
 # The starting noise's scale a sampler accepts (sampler.temperature; 1 = the model's own noise).

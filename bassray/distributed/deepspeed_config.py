@@ -44,11 +44,27 @@ def effective_zero_stage(zero_stage: int, num_workers: int) -> int:
     return zero_stage if num_workers > 1 else 0
 
 
+def lr_scheduler_config(schedule: str, total_steps: int, warmup_steps: int = 0) -> dict[str, Any] | None:
+    """DeepSpeed's scheduler for ``schedule`` (config.LR_SCHEDULES); None for a constant rate."""
+    if schedule == "constant":
+        return None
+    if schedule == "cosine":
+        return {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": total_steps, "warmup_num_steps": max(1, warmup_steps),
+            "warmup_min_ratio": 0.0 if warmup_steps else 1.0, "warmup_type": "linear",
+            "cos_min_ratio": COSINE_END_RATIO}}
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+
+
+COSINE_END_RATIO = 0.01   # the cosine schedule ends at 1 % of the peak rate
+
+
 def deepspeed_config(dist: DistributedConfig, *, global_batch: int, num_workers: int, lr: float,
                      betas: list[float], weight_decay: float = 0.0, use_gpu: bool = False,
-                     gradient_clipping: float = 1.0) -> dict[str, Any]:
+                     gradient_clipping: float = 1.0, scheduler: dict[str, Any] | None = None) -> dict[str, Any]:
     """An engine config with torch's fused AdamW through DeepSpeed's torch path (no DeepSpeed op to
-    compile)."""
+    compile), and ``scheduler`` (lr_scheduler_config) if given: the engine steps it with the optimizer
+    and keeps its state in checkpoints."""
     if dist.zero_stage not in (0, 1, 2):
         # Stage 3 shards parameters; exporting bundles from it needs a gather we do not do yet.
         raise ValueError(f"distributed.zero_stage must be 0, 1 or 2, not {dist.zero_stage}")
@@ -56,7 +72,7 @@ def deepspeed_config(dist: DistributedConfig, *, global_batch: int, num_workers:
         raise ValueError(f"batch size {global_batch} is not divisible by {num_workers} workers: "
                          f"change the batch size or the worker count")
     precision = resolve_precision(dist, use_gpu)
-    return {
+    config = {
         "train_batch_size": global_batch,
         "train_micro_batch_size_per_gpu": global_batch // num_workers,
         "gradient_accumulation_steps": 1,
@@ -71,3 +87,6 @@ def deepspeed_config(dist: DistributedConfig, *, global_batch: int, num_workers:
         "steps_per_print": 10**9,  # bassray logs itself; keep DeepSpeed's own prints quiet
         "wall_clock_breakdown": False,
     }
+    if scheduler:
+        config["scheduler"] = scheduler
+    return config

@@ -13,7 +13,7 @@ import ray.train
 import torch
 
 from bassray.config import Config
-from bassray.distributed.deepspeed_config import deepspeed_config, own_extension_build_dir
+from bassray.distributed.deepspeed_config import deepspeed_config, lr_scheduler_config, own_extension_build_dir
 from bassray.distributed.perf import StepWindow, compile_for_training, counted_step_flops, measured_peak_flops
 from bassray.distributed.runner import (bassray_home, ensure_ray, infinite_batches, launch_stage,
                                         export_and_register, optimizer_steps, restore_checkpoint,
@@ -135,7 +135,9 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
         model=model, model_parameters=model.parameters(),
         config=deepspeed_config(config.distributed, global_batch=train_cfg.batch_size, num_workers=world,
                                 lr=train_cfg.learning_rate, betas=train_cfg.betas,
-                                weight_decay=train_cfg.weight_decay, use_gpu=use_gpu))
+                                weight_decay=train_cfg.weight_decay, use_gpu=use_gpu,
+                                scheduler=lr_scheduler_config(train_cfg.lr_schedule, train_cfg.max_steps,
+                                                              train_cfg.lr_warmup_steps)))
     state = restore_checkpoint({"unet": engine})
     ema = EMA(engine.module, train_cfg.ema_decay)
     checkpoint = ray.train.get_checkpoint()
