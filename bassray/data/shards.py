@@ -68,12 +68,14 @@ def resolve_data_dirs(spec: str | Path) -> str:
 def split_for(track_id: str, val_fraction: float, test_fraction: float, seed: int) -> str:
     """Deterministic split of a track from a hash of its id and the seed; never per segment."""
     digest = hashlib.sha256(f"{seed}:{track_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    return split_at(int.from_bytes(digest[:8], "big") / 2**64, val_fraction, test_fraction)
+
+
+def split_at(u: float, val_fraction: float, test_fraction: float) -> str:
+    """The split of a track placed at ``u`` in [0, 1): test below ``test_fraction``, val next."""
     if u < test_fraction:
         return "test"
-    if u < test_fraction + val_fraction:
-        return "val"
-    return "train"
+    return "val" if u < test_fraction + val_fraction else "train"
 
 
 def segment_metadata(segment: TrackSegment) -> dict[str, Any]:

@@ -21,9 +21,9 @@ import soundfile as sf
 from bassray.audio import conform
 from bassray.config import Config
 from bassray.data.compose import Song, compose_song, cut_ground_truth
-from bassray.data.patterns import DRUM_GROOVES
 from bassray.data.ingest import segment_bounds
-from bassray.data.shards import TrackSegment, write_manifest, write_shards
+from bassray.data.patterns import DRUM_GROOVES
+from bassray.data.shards import TrackSegment, split_at, write_manifest, write_shards
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,7 @@ def song_split(seed: int, index: int, val_fraction: float, test_fraction: float,
     two of n x fraction are held out in each of test and val."""
     groove, rank = song_groove(seed, index)
     start = np.random.default_rng([split_seed, seed, GROOVES.index(groove)]).random()
-    u = (start + rank * _GOLDEN) % 1.0
-    if u < test_fraction:
-        return "test"
-    return "val" if u < test_fraction + val_fraction else "train"
+    return split_at((start + rank * _GOLDEN) % 1.0, val_fraction, test_fraction)
 
 
 def indexed_song(seed: int, index: int, seconds: float) -> Song:

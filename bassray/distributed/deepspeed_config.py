@@ -44,6 +44,9 @@ def effective_zero_stage(zero_stage: int, num_workers: int) -> int:
     return zero_stage if num_workers > 1 else 0
 
 
+COSINE_END_RATIO = 0.01   # the cosine schedule ends at 1 % of the peak rate
+
+
 def lr_scheduler_config(schedule: str, total_steps: int, warmup_steps: int = 0) -> dict[str, Any] | None:
     """DeepSpeed's scheduler for ``schedule`` (config.LR_SCHEDULES); None for a constant rate."""
     if schedule == "constant":
@@ -54,9 +57,6 @@ def lr_scheduler_config(schedule: str, total_steps: int, warmup_steps: int = 0) 
             "warmup_min_ratio": 0.0 if warmup_steps else 1.0, "warmup_type": "linear",
             "cos_min_ratio": COSINE_END_RATIO}}
     raise ValueError(f"unknown learning-rate schedule {schedule!r}")
-
-
-COSINE_END_RATIO = 0.01   # the cosine schedule ends at 1 % of the peak rate
 
 
 def deepspeed_config(dist: DistributedConfig, *, global_batch: int, num_workers: int, lr: float,
