@@ -70,6 +70,10 @@ class AutoencoderConfig:
     # The latent carries the input's level and onset strength in each of this many parts of every
     # latent frame (3 x parts channels; 0 = off, the paper's latent): bassray/models/rhythm_code.py.
     rhythm_parts: int = 0
+    # The rhythm code's low-band onset counts power arriving below this frequency (Hz). 150 holds a
+    # bass line's fundamentals; a mix's kick drum alone sounds below about 60 (its snare and the keys'
+    # low notes reach 150): bassray/models/rhythm_code.py.
+    rhythm_low_band_hz: float = 150.0
     # Training only: Gaussian noise on the learnt latent channels before decoding, each example at a
     # level drawn from [0, latent_noise] x the channel's spread (0 = off, the paper's autoencoder).
     # The decoder learns to turn a latent near a true one into a clean note, as a generated one is,

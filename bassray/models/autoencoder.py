@@ -116,6 +116,8 @@ class Autoencoder(LatentAutoencoder):
         if ae_cfg.rhythm_parts < 0 or (ae_cfg.rhythm_parts and frames_per_latent % ae_cfg.rhythm_parts):
             raise ValueError(f"rhythm_parts must be 0 (off) or divide the {frames_per_latent} STFT frames of "
                              f"a latent frame, got {ae_cfg.rhythm_parts}")
+        if not ae_cfg.rhythm_low_band_hz > 0:
+            raise ValueError(f"rhythm_low_band_hz is a frequency in Hz > 0, got {ae_cfg.rhythm_low_band_hz}")
         if ae_cfg.latent_noise < 0:
             raise ValueError(f"latent_noise is a noise level >= 0 (0 = off), got {ae_cfg.latent_noise}")
         self.layout = LatentLayout.of(ae_cfg)
@@ -221,7 +223,8 @@ class Autoencoder(LatentAutoencoder):
         z = z.float()
         if self.rhythm_parts:
             z = torch.cat([z, rhythm_code(log_mag, self.rhythm_parts, self.frames_per_latent,
-                                        low_band_bins(self.sample_rate, self.cfg.n_fft)).float()], dim=1)
+                                        low_band_bins(self.sample_rate, self.cfg.n_fft,
+                                                      self.cfg.rhythm_low_band_hz)).float()], dim=1)
         if self.chroma_channels:
             chroma = frame_chroma(spec, self.sample_rate, self.hop_samples // self.cfg.hop_length)
             z = torch.cat([z, chroma.float()], dim=1)
