@@ -54,6 +54,40 @@ def test_the_low_band_onset_hears_the_kick_and_not_the_hats():
     assert (onset > 0.3 * onset.max()).sum() > 8                    # but they are most of the whole-band onsets
 
 
+def _low_onset_peaks(model: Autoencoder, audio: torch.Tensor) -> list[int]:
+    """The parts where the low-band onset reads more than a fifth of its maximum."""
+    code = model.encode(audio)[0, model.layout.rhythm_slice]
+    low = code[8:12].T.reshape(-1)
+    return [int(i) for i in torch.nonzero(low > 0.2 * low.max()).flatten()]
+
+
+def test_a_mix_low_band_below_60_hz_hears_the_kick_and_not_the_snare_or_low_keys():
+    config = load_config("tiny")
+    assert config.mix_autoencoder.rhythm_low_band_hz == 60 and config.bass_autoencoder.rhythm_low_band_hz == 150
+    mix_model = Autoencoder(config.mix_autoencoder, config.audio)
+    wide_model = Autoencoder(load_config("tiny", ["mix_autoencoder.rhythm_low_band_hz=150"]).mix_autoencoder,
+                             config.audio)
+    t = torch.arange(int(2.048 * RATE)) / RATE
+
+    def hit(freq: float, at: float, decay: float) -> torch.Tensor:
+        attack = ((t - at) / 0.01).clamp(0, 1)           # 10 ms: a step would click in every band
+        return 0.5 * torch.sin(2 * torch.pi * freq * t) * torch.exp(-(t - at).clamp_min(0) * decay) * attack
+    # A kick (50 Hz) at 0.5 s, a snare's body (180 Hz, with a partial at 120) at 1.0 s, a low keys note
+    # (98 Hz, G2) at 1.5 s.
+    audio = hit(50, 0.5, 20) + hit(120, 1.0, 30) + hit(180, 1.0, 30) + hit(98, 1.5, 2)
+    audio = torch.stack([audio, audio])[None]
+    near = lambda peaks, second: any(abs(p - second / 0.064) <= 1.5 for p in peaks)  # noqa: E731
+    wide, narrow = _low_onset_peaks(wide_model, audio), _low_onset_peaks(mix_model, audio)
+    assert near(wide, 0.5) and near(wide, 1.0) and near(wide, 1.5)     # below 150 Hz: all three
+    assert near(narrow, 0.5) and not near(narrow, 1.0) and not near(narrow, 1.5)  # below 60: the kick
+
+
+def test_the_low_band_edge_must_be_a_frequency():
+    config = load_config("tiny", ["mix_autoencoder.rhythm_low_band_hz=0"])
+    with pytest.raises(ValueError, match="rhythm_low_band_hz"):
+        Autoencoder(config.mix_autoencoder, config.audio)
+
+
 def test_codes_trail_the_learnt_channels_and_chroma_and_pitch_stay_last():
     config = load_config("tiny", ["bass_autoencoder.rhythm_parts=4", "mix_autoencoder.rhythm_parts=2"])
     bass, mix = LatentLayout.of(config.bass_autoencoder), LatentLayout.of(config.mix_autoencoder)
