@@ -71,7 +71,7 @@ class AutoencoderConfig:
     # latent frame (3 x parts channels; 0 = off, the paper's latent): bassray/models/rhythm_code.py.
     rhythm_parts: int = 0
     # The rhythm code's low-band onset counts power arriving below this frequency (Hz). 150 holds a
-    # bass line's fundamentals; a mix's kick drum alone sounds below about 60 (its snare and the keys'
+    # bass line's fundamentals (E1 = 41 Hz and up), where hats and cymbals have nothing; a mix's kick drum alone sounds below about 60 (its snare and the keys'
     # low notes reach 150): bassray/models/rhythm_code.py.
     rhythm_low_band_hz: float = 150.0
     # Training only: Gaussian noise on the learnt latent channels before decoding, each example at a

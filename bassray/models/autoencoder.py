@@ -125,6 +125,7 @@ class Autoencoder(LatentAutoencoder):
         self.pitch_channels = self.layout.pitch
         self.chroma_channels = self.layout.chroma
         self.rhythm_parts = ae_cfg.rhythm_parts
+        self.low_bins = low_band_bins(self.sample_rate, ae_cfg.n_fft, ae_cfg.rhythm_low_band_hz)
         self.frames_per_latent = frames_per_latent
         enc: list[nn.Module] = [nn.Conv1d(spec_channels, widths[0], kernel, padding=kernel // 2)]
         for i, factor in enumerate(factors):
@@ -223,8 +224,7 @@ class Autoencoder(LatentAutoencoder):
         z = z.float()
         if self.rhythm_parts:
             z = torch.cat([z, rhythm_code(log_mag, self.rhythm_parts, self.frames_per_latent,
-                                        low_band_bins(self.sample_rate, self.cfg.n_fft,
-                                                      self.cfg.rhythm_low_band_hz)).float()], dim=1)
+                                        self.low_bins).float()], dim=1)
         if self.chroma_channels:
             chroma = frame_chroma(spec, self.sample_rate, self.hop_samples // self.cfg.hop_length)
             z = torch.cat([z, chroma.float()], dim=1)

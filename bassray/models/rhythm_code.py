@@ -7,7 +7,7 @@ about every frame and sounded through the song's rests (docs/articulation.md). A
 quarter of a frame, how loud the input is and how sharply it rises gives the decoder the envelope
 outright, and gives the diffusion model the mix's beat (where the drums hit) to copy.
 
-A third channel per part is the onset strength below :data:`LOW_BAND_HZ`, where the kick drum and
+A third channel per part is the onset strength below a low-band edge (150 Hz), where the kick drum and
 the bass sound and hi-hats and cymbals do not: the whole-band onset of a mix is mostly hats, which
 play eighths and sixteenths, while a bass that locks to the kick plays two or three notes a bar
 (on the quickstart's kick-locked songs the generated bass played 2.7 times the true bass's notes).
@@ -26,14 +26,12 @@ import torch.nn.functional as F
 # 513 bins: -5.3) .. +1.1 (a bass line at -20 dBFS: about 6.5) .. +1.9 (a full-scale sine).
 LEVEL_SCALE = 6.0
 LEVEL_LIMIT = 2.0
-# Kick drum and bass fundamentals (E1 = 41 Hz .. about 150 Hz); hats and cymbals have nothing here.
-LOW_BAND_HZ = 150.0
 # The low-band onset counts arriving power, not a log rise: a log rise from silence would count a
 # hi-hat's faint leakage below 150 Hz as much as a kick. Unit: a mean square of -40 dBFS.
 LOW_ONSET_POWER = 1e-4
 
 
-def low_band_bins(sample_rate: int, n_fft: int, edge_hz: float = LOW_BAND_HZ) -> slice:
+def low_band_bins(sample_rate: int, n_fft: int, edge_hz: float) -> slice:
     """The STFT bins above DC and below ``edge_hz`` (at least one)."""
     return slice(1, 1 + max(1, math.floor(edge_hz * n_fft / sample_rate)))
 
