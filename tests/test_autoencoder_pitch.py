@@ -113,3 +113,19 @@ def test_pitch_code_puts_a_fifth_next_to_its_root():
     assert abs(cosine(code_c, code_fs) + 1) < 1e-4
     between = 0.55 * code_c + 0.45 * code_g
     assert torch.allclose(pitch_from_code(between), c2, atol=0.5)
+
+
+def test_the_decoders_f0_keeps_the_last_pitch_through_unpitched_parts():
+    """A note's decaying tail and a rest carry no pitch (a zero code; near zero when generated); the
+    decoder's f0 must not jump there to the lowest pitch or to a random class."""
+    from bassray.models.harmonic_phase import pitch_through_rests
+    semitones = torch.tensor([[10.0, 10.0, 0.0, 0.0, 17.0, 0.0, 0.0]])
+    pitched = torch.tensor([[0, 1, 1, 0, 1, 0, 0]], dtype=torch.bool)
+    code = pitch_code(semitones, pitched)
+    code[:, :2, 3] = 0.1                      # a generated rest: near, not at, zero
+    held = pitch_through_rests(pitch_from_code(code), code)
+    assert held.tolist() == [[10.0, 10.0, 0.0, 0.0, 17.0, 17.0, 17.0]]
+    # Pitched parts are kept; a code with no pitched part at all is left as it is.
+    assert torch.equal(held[pitched], pitch_from_code(code)[pitched])
+    silent = torch.zeros(2, 3, 5)
+    assert torch.equal(pitch_through_rests(pitch_from_code(silent), silent), pitch_from_code(silent))

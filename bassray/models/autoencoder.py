@@ -29,8 +29,8 @@ from bassray.models.conv_blocks import Downsample1d, Upsample1d, residual_stack
 from bassray.models.latent_layout import LatentLayout
 from bassray.models.rhythm_code import low_band_bins, rhythm_code
 from bassray.models.harmonic_phase import (PITCH_SEMITONES, frame_chroma, harmonic_phase, pitch_code,
-                                           pitch_from_code, pitch_targets, semitones_to_bins,
-                                           snap_to_semitones)
+                                           pitch_from_code, pitch_targets, pitch_through_rests,
+                                           semitones_to_bins, snap_to_semitones)
 
 # Fixed affine map of log-power values (about -11.5 for silence to +11 for a full-scale sine at
 # n_fft 1024) into roughly [-1.5, 3] for the first conv; the decoder maps back with the inverse.
@@ -254,7 +254,7 @@ class Autoencoder(LatentAutoencoder):
         if self.pitch_parts:
             S = self.pitch_parts
             code = z[:, self.layout.pitch_slice].float().reshape(B, 3, S, -1).transpose(2, 3).reshape(B, 3, -1)
-            semitones = pitch_from_code(code)                                       # [B, L*S]
+            semitones = pitch_through_rests(pitch_from_code(code), code)            # [B, L*S]
             semitones = semitones.repeat_interleave(log_mag.shape[-1] // semitones.shape[-1], dim=-1)
             if self.cfg.pitch_snap:
                 semitones = snap_to_semitones(semitones)

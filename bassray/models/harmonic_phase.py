@@ -161,6 +161,22 @@ def pitch_from_code(code: torch.Tensor) -> torch.Tensor:
     return (midi - _MIDI_OFFSET).clamp(0.0, float(PITCH_SEMITONES))
 
 
+def pitch_through_rests(semitones: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """``semitones [B, P]`` (:func:`pitch_from_code` of ``code [B, 3, P]``) with each unpitched part
+    (a code radius under 0.5: 0 in a true code, near 0 in a generated one) taking the pitch of the
+    last pitched part before it (the first pitched part's before any), for the decoder's f0.
+
+    Why: an unpitched part decodes as the lowest pitch (a zero code), a near-zero generated code as
+    any class, so in a note's decaying tail or a rest the decoder's f0 jumped, and with it the
+    harmonic phase and the comb: a burst of partials that sounds as an attack. A string left ringing
+    keeps its pitch (docs/articulation.md)."""
+    pitched = code[:, 0] ** 2 + code[:, 1] ** 2 > 0.25
+    index = torch.arange(semitones.shape[-1], device=semitones.device).expand_as(semitones)
+    last = torch.where(pitched, index, torch.full_like(index, -1)).cummax(dim=-1).values
+    first = pitched.to(torch.uint8).argmax(dim=-1, keepdim=True).expand_as(last)   # 0 where none is
+    return semitones.gather(-1, torch.where(last >= 0, last, first))
+
+
 def code_of_latent(z: torch.Tensor, parts: int) -> torch.Tensor:
     """The pitch code ``[B, 3, L * parts]`` that a bass latent ``[B, D, L]`` carries in its last
     ``3 * parts`` channels (S cos, S sin, S height; the autoencoder's layout)."""
