@@ -139,3 +139,18 @@ def test_the_report_breaks_the_generated_scores_down_by_bass_pattern():
     assert lines[2].startswith("| syncopated | 2 | 0.90 | 0.50 | 0.30 |")     # means over its two songs
     assert lines[3].startswith("| walking | 1 |")
     assert pattern_table([{"generated": {}, "true": {}}]) == ""             # real songs carry no pattern
+
+
+def test_the_report_breaks_the_generated_scores_down_by_tempo_band_in_tempo_order():
+    from bassray.eval.fit_report import TEMPO_BANDS, tempo_band, tempo_table
+    row = lambda bpm, rate: {"tempo_bpm": bpm, "true": {"chord_tone_coverage": 0.9},  # noqa: E731
+                             "generated": {"chord_tone_coverage": 0.5, "onset_f1": 0.7, "note_rate": rate,
+                                           "sounding_iou": 0.8, "harmonic_share": 0.9}}
+    # every tempo falls in exactly one band, the edges in the upper one
+    assert [tempo_band(b) for b in (70, 99.9, 100, 139.9, 140, 180)] == \
+        [TEMPO_BANDS[0][2]] * 2 + [TEMPO_BANDS[1][2]] * 2 + [TEMPO_BANDS[2][2]] * 2
+    assert tempo_band(None) is None and tempo_band(float("nan")) is None
+    lines = tempo_table([row(150, 1.0), row(80, 2.0), row(90, 3.0)]).splitlines()
+    assert lines[2].startswith(f"| {TEMPO_BANDS[0][2]} | 2 |") and "| 2.50 |" in lines[2]  # slow first, mean rate
+    assert lines[3].startswith(f"| {TEMPO_BANDS[2][2]} | 1 |") and len(lines) == 4  # an empty band is left out
+    assert tempo_table([{"generated": {}, "true": {}}]) == ""                  # no tempo, no table

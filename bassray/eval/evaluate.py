@@ -175,6 +175,8 @@ class SongScorer:
             pattern = (truth.get("patterns") or {}).get("bass")
             if pattern:  # synthetic songs say what the bass plays: the report breaks the scores down by it
                 row["bass_pattern"] = str(pattern)
+            if truth.get("tempo"):  # and by the song's tempo
+                row["tempo_bpm"] = float(truth["tempo"])
             tracks = {"true": true.track}  # pYIN is most of the scoring time: the fidelity reuses these
             for kind, wav in audio.items():
                 write_audio(self.audio_dir / f"{key}.{kind}.wav", wav, rate)

@@ -1,5 +1,5 @@
 """The musical-fit section of ``bassray evaluate``'s report in Markdown: the tables of notes,
-articulation, patterns and FAD, the floor-to-ceiling headline, and report.md's first part
+articulation, patterns, tempi and FAD, the floor-to-ceiling headline, and report.md's first part
 (bassray/eval/evaluate.py computes the figures; bassray/eval/report.py adds the experiment
 sections and the HTML)."""
 from __future__ import annotations
@@ -89,6 +89,10 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
     if by_pattern:
         parts += ["## By bass pattern", "", "The generated bass on the songs of each pattern the true bass plays "
                   "(synthetic songs): where a mean hides a failing kind of song.", "", by_pattern, ""]
+    by_tempo = tempo_table(report["per_song"])
+    if by_tempo:
+        parts += ["## By tempo", "", "The generated bass on the songs of each band of tempo: a line that plays "
+                  "at one rate whatever the tempo overplays slow songs and underplays fast ones.", "", by_tempo, ""]
     if report.get("fad"):
         parts += ["## Fréchet audio distance", "", fad_table(report["fad"]), ""]
     if spectrograms:
@@ -106,24 +110,50 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
 
 
 PATTERN_COLUMNS = ("chord_tone_coverage", "onset_f1", "note_rate", "sounding_iou", "harmonic_share")
+# Bands of the song's tempo: the generated line's note rate differs most between slow and fast songs
+# (docs/articulation.md), which a mean over all songs hides.
+TEMPO_BANDS = ((0.0, 100.0, "below 100 bpm"), (100.0, 140.0, "100-140 bpm"), (140.0, float("inf"), "140 bpm and above"))
 
 
-def pattern_table(per_song: list[dict[str, Any]]) -> str:
-    """Markdown: the generated bass's mean scores over the songs of each true bass pattern, beside
-    the true bass's coverage; empty where the songs carry no pattern."""
+def tempo_band(bpm: float | None) -> str | None:
+    """The name of the band in :data:`TEMPO_BANDS` that ``bpm`` falls in; None without a tempo."""
+    if bpm is None or not np.isfinite(bpm):
+        return None
+    return next(name for low, high, name in TEMPO_BANDS if low <= bpm < high)
+
+
+def grouped_table(per_song: list[dict[str, Any]], group_of: Any, heading: str,
+                  order: Sequence[str] | None = None) -> str:
+    """Markdown: the generated bass's mean scores over the songs of each group (``group_of(row)``,
+    None leaves a song out), beside the true bass's coverage; empty where no song has a group.
+    Groups come in ``order`` where given, else sorted by name."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in per_song:
-        if row.get("bass_pattern"):
-            groups.setdefault(row["bass_pattern"], []).append(row)
+        name = group_of(row)
+        if name:
+            groups.setdefault(name, []).append(row)
     if not groups:
         return ""
-    lines = ["| true bass pattern | songs | true coverage | " + " | ".join(PATTERN_COLUMNS) + " |",
+    names = [n for n in order if n in groups] if order is not None else sorted(groups)
+    lines = [f"| {heading} | songs | true coverage | " + " | ".join(PATTERN_COLUMNS) + " |",
              "|---|---:|---:|" + "---:|" * len(PATTERN_COLUMNS)]
-    for name, rows in sorted(groups.items()):
+    for name in names:
+        rows = groups[name]
         mean = lambda kind, c: float(np.nanmean([r[kind].get(c, np.nan) for r in rows]))  # noqa: E731
         lines.append(f"| {name} | {len(rows)} | {mean('true', 'chord_tone_coverage'):.2f} | "
                      + " | ".join(f"{mean('generated', c):.2f}" for c in PATTERN_COLUMNS) + " |")
     return "\n".join(lines)
+
+
+def pattern_table(per_song: list[dict[str, Any]]) -> str:
+    """The generated scores per true bass pattern (synthetic songs say which they play)."""
+    return grouped_table(per_song, lambda row: row.get("bass_pattern"), "true bass pattern")
+
+
+def tempo_table(per_song: list[dict[str, Any]]) -> str:
+    """The generated scores per band of the song's tempo (songs whose data give one)."""
+    return grouped_table(per_song, lambda row: tempo_band(row.get("tempo_bpm")), "tempo",
+                         order=[name for _, _, name in TEMPO_BANDS])
 
 
 def fad_table(fad: dict[str, dict[str, Any]]) -> str:
