@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from bassray.bench.untrained_bundle import write_untrained_bundle
 from bassray.config import load_config
 from bassray.data.synth import synthesize_dataset
@@ -21,3 +23,6 @@ def test_the_probe_scores_every_variant(tmp_path):
     assert all(0.0 <= v["harmonic_share"] <= 1.0 for v in variants.values() if not math.isnan(v["harmonic_share"]))
     assert set(result["rhythm_code_onsets"]) == {"true", "generated"}
     assert "| generated |" in probe_table(result)
+    # only songs slower than the given tempo: none is slower than 1 bpm, and the error says what to do
+    with pytest.raises(ValueError, match="tempo-below"):
+        probe(str(bundle), str(tmp_path / "shards"), ("test",), songs=2, steps=2, tempo_below=1.0)

@@ -18,6 +18,10 @@ notes, before any decoding. It also prints each latent's roughness: the mean squ
 channels over their variance (0 for a constant, 2 for white noise).
 
     python -m bassray.eval.articulation_probe DIFFUSION_BUNDLE SHARDS [--songs 12] [--split test,val]
+        [--tempo-below BPM]
+
+``--tempo-below`` probes only songs slower than BPM (their data must give a tempo), where the
+generated line overplays most (docs/articulation.md).
 """
 from __future__ import annotations
 
@@ -64,13 +68,21 @@ def code_onset_scores(latent: torch.Tensor, layout, parts: int, part_seconds: fl
 
 
 def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "val"), songs: int = 12,
-          steps: int | None = None, cfg_weight: float | None = None, seed: int = 0) -> dict[str, Any]:
+          steps: int | None = None, cfg_weight: float | None = None, seed: int = 0,
+          tempo_below: float | None = None) -> dict[str, Any]:
     from bassray.eval.evaluate import TrueBass, held_out_songs
     from bassray.eval.musical_fit import mean_metrics
     from bassray.inference import BassGenerator, encode_chunked
     generator = BassGenerator.from_bundle(bundle_dir)
     config = generator.config
-    rows = held_out_songs(data_dir, splits, config.data.target_stem, songs)
+    if tempo_below is None:
+        rows = held_out_songs(data_dir, splits, config.data.target_stem, songs)
+    else:
+        rows = [row for row in held_out_songs(data_dir, splits, config.data.target_stem)
+                if float(json.loads(row["truth"]).get("tempo") or np.inf) < tempo_below][:songs]
+        if not rows:
+            raise ValueError(f"no held-out song in {data_dir} ({', '.join(splits)}) has a tempo below "
+                             f"{tempo_below} bpm: raise --tempo-below, or leave it out to probe every song")
     from bassray.models.latent_layout import LatentLayout
     layout = LatentLayout.of(config.bass_autoencoder)
     learnt, code = layout.learnt_slice, layout.pitch_slice
@@ -151,14 +163,15 @@ def probe(bundle_dir: str, data_dir: str, splits: tuple[str, ...] = ("test", "va
             audio = generator.decode_target(make(true, gen), length=target.shape[-1])[0]
             scores[name].append(true_bass.score(generator.match_level(audio, row["mix"])))
         log.info("probe: song %d/%d", i + 1, len(rows))
-    return {"songs": len(rows), "steps": steps, "cfg_weight": weight,
+    return {"songs": len(rows), "steps": steps, "cfg_weight": weight, "tempo_below": tempo_below,
             "roughness": {k: float(np.mean(v)) for k, v in rough.items()},
             "rhythm_code_onsets": {k: mean_metrics(v) for k, v in code_scores.items() if v},
             "variants": {name: mean_metrics(s) for name, s in scores.items()}}
 
 
 def probe_table(result: dict[str, Any]) -> str:
-    lines = [f"{result['songs']} songs, {result['steps']} steps, w = {result['cfg_weight']}; learnt-channel "
+    slower = f" below {result['tempo_below']:g} bpm" if result.get("tempo_below") else ""
+    lines = [f"{result['songs']} songs{slower}, {result['steps']} steps, w = {result['cfg_weight']}; learnt-channel "
              f"roughness true {result['roughness']['true']:.3f}, generated {result['roughness']['generated']:.3f}",
              "| decoded latent | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for name, values in result["variants"].items():
@@ -178,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--cfg-weight", type=float)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tempo-below", type=float, help="probe only songs slower than this many bpm")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     result = probe(args.bundle, args.shards, tuple(args.split.split(",")), args.songs, args.steps,
-                   args.cfg_weight, args.seed)
+                   args.cfg_weight, args.seed, args.tempo_below)
     print(probe_table(result))
     return 0
 
