@@ -5,7 +5,7 @@ sections and the HTML)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -122,8 +122,8 @@ def tempo_band(bpm: float | None) -> str | None:
     return next(name for low, high, name in TEMPO_BANDS if low <= bpm < high)
 
 
-def grouped_table(per_song: list[dict[str, Any]], group_of: Any, heading: str,
-                  order: Sequence[str] | None = None) -> str:
+def grouped_table(per_song: list[dict[str, Any]], group_of: Callable[[dict[str, Any]], str | None],
+                  heading: str, order: Sequence[str] | None = None) -> str:
     """Markdown: the generated bass's mean scores over the songs of each group (``group_of(row)``,
     None leaves a song out), beside the true bass's coverage; empty where no song has a group.
     Groups come in ``order`` where given, else sorted by name."""
