@@ -154,6 +154,11 @@ class DiffusionTrainConfig:
     # chroma alone picked chord tones as well as one that saw everything (0.68 vs 0.66, in-process),
     # and the learnt channels are what it memorises songs by. 0.5 with four times the songs: 0.71.
     learnt_mix_dropout: float = 0.0
+    # Tempo augmentation (bassray/data/time_stretch.py): the share of training crops read stretched,
+    # by a factor drawn log-uniform in tempo_stretch_range (above 1 plays slower), so that a pattern
+    # the songs hold at one tempo is heard at many.
+    tempo_stretch_probability: float = 0.0
+    tempo_stretch_range: list[float] = field(default_factory=lambda: [0.67, 1.5])
     ema_decay: float = 0.999
     # "constant", or "cosine": a linear warm-up over lr_warmup_steps, then a cosine decay to 1 % of
     # learning_rate at max_steps (DeepSpeed's WarmupCosineLR), so a short run ends on settled weights.
@@ -170,6 +175,11 @@ class DiffusionTrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"diffusion_training.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
                              f"not {self.lr_schedule!r}")
+        span = list(self.tempo_stretch_range)
+        if not (0 <= self.tempo_stretch_probability <= 1 and len(span) == 2 and 0 < span[0] <= span[1]):
+            raise ValueError(f"diffusion_training.tempo_stretch_probability must be in [0, 1] and "
+                             f"tempo_stretch_range two factors 0 < low <= high, got "
+                             f"{self.tempo_stretch_probability} and {self.tempo_stretch_range}")
         if not 0 <= self.lr_warmup_steps < self.max_steps:
             raise ValueError(f"diffusion_training.lr_warmup_steps must be at least 0 and below max_steps "
                              f"({self.max_steps}), got {self.lr_warmup_steps}")

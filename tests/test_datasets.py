@@ -176,3 +176,38 @@ def test_latent_dataset_reads_a_small_collection_several_times_per_epoch(ray_loc
     assert got["shards"] == 2 and got["tracks_read"] == 4 and len(rows) == 4 * 3
     crops = {r["target"].tobytes() for r in rows}
     assert len(crops) > 2 * 3  # the second pass took other crops, not copies of the first
+
+
+def test_latent_dataset_stretches_the_training_crops_in_time_and_not_the_others(ray_local, tmp_path):
+    """With every crop stretched twofold, the target's rhythm-code attacks (one every 12 parts) come
+    every 24 parts in the training split's crops, and every 12 in the validation split's."""
+    from bassray.data.latents import LatentStats, npy_bytes
+    from bassray.distributed.latent_datasets import latent_pairs_dataset
+    from bassray.models.latent_layout import LatentLayout
+    from bassray.models.rhythm_code import code_attacks
+    config = load_config("tiny", ["diffusion_training.crop_frames=16", "data.crops_per_segment=4",
+                                  "diffusion_training.tempo_stretch_probability=1.0",
+                                  "diffusion_training.tempo_stretch_range=[2.0,2.0]"])
+    mix_layout, target_layout = (LatentLayout.of(config.mix_autoencoder), LatentLayout.of(config.bass_autoencoder))
+    parts, length = config.bass_autoencoder.rhythm_parts, 40
+    target = np.zeros((target_layout.total, length))
+    onset = np.zeros(length * parts)
+    onset[5::12] = 4.0
+    rhythm = target[target_layout.rhythm_slice]
+    rhythm[parts:2 * parts] = onset.reshape(length, parts).T
+    target[target_layout.rhythm_slice] = rhythm
+    mix = np.random.default_rng(0).normal(size=(2, mix_layout.total, length))
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        write_latent_shard(tmp_path / split / "a.tar", {"t0": (npy_bytes(mix.astype(np.float16)),
+                                                               npy_bytes(target.astype(np.float16)))})
+    LatentStats([0.0] * mix_layout.total, [1.0] * mix_layout.total,
+                [0.0] * target_layout.total, [1.0] * target_layout.total).save(tmp_path)
+    for split, gap in (("train", 24), ("val", 12)):
+        rows = latent_pairs_dataset(tmp_path, split, config).take_all()
+        assert len(rows) == 4
+        for row in rows:
+            assert row["mix"].shape == (mix_layout.total, 16) and row["target"].shape == (target_layout.total, 16)
+            code = torch.from_numpy(row["target"][target_layout.rhythm_slice][None]).float()
+            attacks = np.flatnonzero(code_attacks(code, parts, threshold=0.5)[0].numpy())
+            assert len(attacks) >= 2 and set(np.diff(attacks)) == {gap}

@@ -9,9 +9,12 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bassray.data.time_stretch import TempoAugment
 
 STATS_FILE = "latent_stats.json"
 
@@ -95,17 +98,22 @@ def compute_stats(rows: Iterable[tuple[np.ndarray, np.ndarray]]) -> LatentStats:
 
 
 def latent_crop_pairs(mix_latents: np.ndarray, target_latent: np.ndarray, crop_frames: int,
-                      n_crops: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Random aligned crops: each picks one of the K mixes. Tracks shorter than a crop are skipped."""
+                      n_crops: int, rng: np.random.Generator,
+                      augment: "TempoAugment | None" = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Random aligned crops: each picks one of the K mixes, and is stretched in time where
+    ``augment`` (bassray/data/time_stretch.py) draws it. Tracks shorter than a crop are skipped."""
     length = target_latent.shape[-1]
     if length < crop_frames:
         return []
     pairs = []
     for _ in range(n_crops):
         k = int(rng.integers(mix_latents.shape[0]))
-        start = int(rng.integers(0, length - crop_frames + 1))
-        pairs.append((mix_latents[k, :, start:start + crop_frames].astype(np.float32),
-                      target_latent[:, start:start + crop_frames].astype(np.float32)))
+        if augment is not None:
+            mix, target = augment.crop(mix_latents[k], target_latent, crop_frames, rng)
+        else:
+            start = int(rng.integers(0, length - crop_frames + 1))
+            mix, target = mix_latents[k, :, start:start + crop_frames], target_latent[:, start:start + crop_frames]
+        pairs.append((mix.astype(np.float32), target.astype(np.float32)))
     return pairs
 
 
