@@ -3,8 +3,10 @@ played at another tempo, for the diffusion stage.
 
 Why: the quickstart's model plays the sparse, slow lines of its training songs (1.3 times their
 notes below 100 bpm) but not those of new songs (2.4 times): few training songs are slow and sparse,
-so the model has heard each such pattern at one tempo only (docs/articulation.md). Stretching a
-latent pair lets every pattern be heard at many tempi.
+so the model has heard each such pattern at one tempo only. Stretching a latent pair lets every
+pattern be heard at many tempi. Off in every preset: on the quickstart it helped the harmony and not
+the rhythm, since the decoder renders a stretched note's slower decay with extra attacks
+(docs/articulation.md, "Tempo augmentation").
 
 How each kind of channel is stretched (bassray/models/latent_layout.py says where each sits):
 - learnt channels and chroma: linear interpolation over latent frames;
