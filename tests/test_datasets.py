@@ -195,9 +195,7 @@ def test_latent_dataset_stretches_the_training_crops_in_time_and_not_the_others(
     target = np.zeros((target_layout.total, length))
     onset = np.zeros(length * parts)
     onset[5::12] = 4.0
-    rhythm = target[target_layout.rhythm_slice]
-    rhythm[parts:2 * parts] = onset.reshape(length, parts).T
-    target[target_layout.rhythm_slice] = rhythm
+    target[target_layout.rhythm_slice][parts:2 * parts] = onset.reshape(length, parts).T  # the onset channels
     mix = np.random.default_rng(0).normal(size=(2, mix_layout.total, length))
     for split in ("train", "val"):
         (tmp_path / split).mkdir()

@@ -90,7 +90,7 @@ def test_tempo_augment_draws_stretches_within_its_range_and_keeps_shapes():
     assert min(gaps) < 12 * 0.85 and max(gaps) > 12 * 1.2      # some compressed, some stretched
     assert min(gaps) >= 12 * 0.6 and max(gaps) <= 12 * 1.6
     assert TempoAugment.of(load_config("tiny", ["diffusion_training.tempo_stretch_probability=0"])) is None
-    assert augment.crop(mixes[0], target[:, :20], 32, rng) is None
+    assert all(augment.draw_factor(32, 32, rng) >= 1.0 for _ in range(50))   # too short to compress
 
 
 def test_a_latent_of_another_layout_is_refused_and_bad_settings_are_named():

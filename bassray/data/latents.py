@@ -108,8 +108,9 @@ def latent_crop_pairs(mix_latents: np.ndarray, target_latent: np.ndarray, crop_f
     pairs = []
     for _ in range(n_crops):
         k = int(rng.integers(mix_latents.shape[0]))
-        if augment is not None:
-            mix, target = augment.crop(mix_latents[k], target_latent, crop_frames, rng)
+        factor = augment.draw_factor(length, crop_frames, rng) if augment is not None else 1.0
+        if factor != 1.0:
+            mix, target = augment.crop(mix_latents[k], target_latent, crop_frames, factor, rng)
         else:
             start = int(rng.integers(0, length - crop_frames + 1))
             mix, target = mix_latents[k, :, start:start + crop_frames], target_latent[:, start:start + crop_frames]

@@ -139,28 +139,26 @@ class TempoAugment:
 
     @classmethod
     def of(cls, config) -> "TempoAugment | None":
-        """The augmentation a config asks for (``diffusion_training.tempo_stretch``), or None."""
+        """The augmentation a config asks for (``diffusion_training.tempo_stretch_probability`` and
+        ``tempo_stretch_range``), or None where it asks for none."""
         cfg = config.diffusion_training
         if cfg.tempo_stretch_probability <= 0:
             return None
         return cls(LatentStretcher.of(config.mix_autoencoder), LatentStretcher.of(config.bass_autoencoder),
                    cfg.tempo_stretch_probability, tuple(cfg.tempo_stretch_range))
 
-    def crop(self, mix: np.ndarray, target: np.ndarray, crop_frames: int,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
-        """One aligned crop of ``mix [Dx, L]`` and ``target [Dy, L]``, stretched or not; None when the
-        track is shorter than the source the crop needs."""
-        length = target.shape[-1]
-        if length < crop_frames:
-            return None
-        factor = 1.0
-        if rng.random() < self.probability:
-            lo, hi = self.factor_range
-            factor = float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
-            if crop_frames / factor > length - 1:   # too short a track to compress this much
-                factor = 1.0
-        if factor == 1.0:
-            s = int(rng.integers(0, length - crop_frames + 1))
-            return mix[:, s:s + crop_frames], target[:, s:s + crop_frames]
-        start = rng.uniform(0.0, length - crop_frames / factor)
+    def draw_factor(self, length: int, crop_frames: int, rng: np.random.Generator) -> float:
+        """The stretch of one crop of a ``length``-frame track: 1 (a plain crop) unless drawn, and
+        where the track is too short to compress this much."""
+        if rng.random() >= self.probability:
+            return 1.0
+        lo, hi = self.factor_range
+        factor = float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
+        return 1.0 if crop_frames / factor > length - 1 else factor
+
+    def crop(self, mix: np.ndarray, target: np.ndarray, crop_frames: int, factor: float,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One aligned crop of ``mix [Dx, L]`` and ``target [Dy, L]`` stretched by ``factor``, from a
+        random start in the track."""
+        start = rng.uniform(0.0, target.shape[-1] - crop_frames / factor)
         return self.mix(mix, factor, start, crop_frames), self.target(target, factor, start, crop_frames)
