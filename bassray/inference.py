@@ -188,7 +188,9 @@ class BassGenerator:
             seeds=list(seeds), progress=progress, sampler=sampler or self.config.sampler.method,
             temperature=torch.tensor([self.config.sampler.temperature if t is None else t
                                       for t in (temperature or [None] * batch)],
-                                     device=self.device, dtype=torch.float32)).float()
+                                     device=self.device, dtype=torch.float32),
+            learnt_cfg_weight=self.config.sampler.learnt_cfg_weight,
+            learnt_channels=self.target_ae.layout.learnt).float()
 
     @property
     def can_snap_to_harmony(self) -> bool:
