@@ -215,16 +215,16 @@ class SamplerConfig:
     # Scale of the starting noise (1 = the paper's; bassray.diffusion.sampler._start). Below 1 the
     # deterministic solvers land nearer the latents the model finds most likely for the mix.
     temperature: float = 1.0
-    # Guidance weight of the bass latent's learnt channels (timbre, decay), apart from the rhythm and
-    # pitch codes, which keep cfg_weight; None = cfg_weight everywhere (the paper's). The notes need
-    # strong guidance, the learnt channels turn noisy under it (bassray.diffusion.sampler.group_weights).
-    learnt_cfg_weight: float | None = None
+    # Cap on the guidance weight of the bass latent's learnt channels (timbre, decay); the rhythm and
+    # pitch codes keep cfg_weight. None = no cap (the paper's). The notes need strong guidance, the
+    # learnt channels turn noisy under it (bassray.diffusion.sampler.group_weights).
+    learnt_cfg_max: float | None = None
 
     def __post_init__(self):
         from bassray.sampler_names import SAMPLERS
-        if self.learnt_cfg_weight is not None and self.learnt_cfg_weight < 0:
-            raise ValueError(f"sampler.learnt_cfg_weight must be >= 0 or null (null = cfg_weight), "
-                             f"got {self.learnt_cfg_weight}")
+        if self.learnt_cfg_max is not None and self.learnt_cfg_max < 0:
+            raise ValueError(f"sampler.learnt_cfg_max must be >= 0 or null (null = no cap), "
+                             f"got {self.learnt_cfg_max}")
         lo, hi = TEMPERATURE_RANGE
         if not lo <= self.temperature <= hi:
             raise ValueError(f"sampler.temperature must be in [{lo:g}, {hi:g}] (1 = the model's own noise), "

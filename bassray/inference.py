@@ -189,7 +189,7 @@ class BassGenerator:
             temperature=torch.tensor([self.config.sampler.temperature if t is None else t
                                       for t in (temperature or [None] * batch)],
                                      device=self.device, dtype=torch.float32),
-            learnt_cfg_weight=self.config.sampler.learnt_cfg_weight,
+            learnt_cfg_max=self.config.sampler.learnt_cfg_max,
             learnt_channels=self.target_ae.layout.learnt).float()
 
     @property

@@ -32,18 +32,18 @@ def test_cfg_with_weight_one_is_the_conditional_prediction():
     torch.testing.assert_close(mixed[2], u[2] + 2 * (c[2] - u[2]))
 
 
-def test_learnt_channels_take_their_own_guidance_weight_and_the_codes_keep_cfg_weight():
+def test_learnt_channels_guidance_is_capped_and_the_codes_keep_cfg_weight():
     def model(z, t, cond):  # v that differs between the conditional and null halves
         return z * 0.1 + cond[:, :1].mean(-1, keepdim=True)
 
     z, cond, t = torch.randn(2, 6, 8), torch.randn(2, 3, 8) + 1.0, torch.tensor(0.5)
     plain = GuidedDenoiser(model, cond, 6, torch.tensor([3.0, 2.0]), 0.0, None, None)
     same = GuidedDenoiser(model, cond, 6, torch.tensor([3.0, 2.0]), 0.0, None, None,
-                          learnt_cfg_weight=torch.tensor([3.0, 2.0]), learnt_channels=4)
+                          learnt_cfg_max=torch.tensor([3.0, 2.0]), learnt_channels=4)
     torch.testing.assert_close(same(z, t), plain(z, t))
     conditional = GuidedDenoiser(model, cond, 6, 1.0, 0.0, None, None)(z, t)
     split = GuidedDenoiser(model, cond, 6, torch.tensor([3.0, 2.0]), 0.0, None, None,
-                           learnt_cfg_weight=1.0, learnt_channels=4)(z, t)
+                           learnt_cfg_max=1.0, learnt_channels=4)(z, t)
     torch.testing.assert_close(split[:, :4], conditional[:, :4])    # learnt channels unguided
     torch.testing.assert_close(split[:, 4:], plain(z, t)[:, 4:])    # codes guided as before
     assert not torch.allclose(split[:, :4], plain(z, t)[:, :4])
@@ -52,12 +52,14 @@ def test_learnt_channels_take_their_own_guidance_weight_and_the_codes_keep_cfg_w
 def test_group_weights_and_their_bad_settings():
     w = group_weights(torch.tensor([3.0, 2.0]), None, 4, 6)
     assert w.shape == (2, 6, 1) and torch.equal(w[0, :, 0], torch.full((6,), 3.0))
-    w = group_weights(torch.tensor([3.0, 2.0]), 1.5, 4, 6)
+    w = group_weights(torch.tensor([3.0, 2.0, 0.0, 1.0]), 1.5, 4, 6)
     assert torch.equal(w[1, :, 0], torch.tensor([1.5, 1.5, 1.5, 1.5, 2.0, 2.0]))
+    assert torch.equal(w[2, :, 0], torch.zeros(6))          # unconditional: deaf to the mix everywhere
+    assert torch.equal(w[3, :, 0], torch.ones(6))           # plain conditional: unchanged
     with pytest.raises(ValueError, match="learnt_channels"):
         group_weights(torch.tensor([3.0]), 1.5, 7, 6)
-    with pytest.raises(ValueError, match="learnt_cfg_weight"):
-        load_config("tiny", overrides=["sampler.learnt_cfg_weight=-1"])
+    with pytest.raises(ValueError, match="learnt_cfg_max"):
+        load_config("tiny", overrides=["sampler.learnt_cfg_max=-1"])
 
 
 def test_rescale_phi_zero_is_identity_and_one_matches_conditional_std():

@@ -28,21 +28,22 @@ def cfg_combine(x0_cond: torch.Tensor, x0_uncond: torch.Tensor, weight: torch.Te
     return torch.where(w == 1, x0_cond, x0_uncond + w * (x0_cond - x0_uncond))
 
 
-def group_weights(cfg_weight: torch.Tensor, learnt_cfg_weight: torch.Tensor | float | None,
+def group_weights(cfg_weight: torch.Tensor, learnt_cfg_max: torch.Tensor | float | None,
                   learnt_channels: int, target_dim: int) -> torch.Tensor:
-    """Guidance weights per sample and channel ``[B, D, 1]``: ``cfg_weight`` [B] everywhere, or
-    ``learnt_cfg_weight`` on the first ``learnt_channels`` channels (a bass latent's learnt timbre
-    and decay channels, before its computed rhythm and pitch codes) where it is given.
+    """Guidance weights per sample and channel ``[B, D, 1]``: ``cfg_weight`` [B] everywhere, except
+    that the first ``learnt_channels`` channels (a bass latent's learnt timbre and decay channels,
+    before its computed rhythm and pitch codes) take at most ``learnt_cfg_max`` where it is given.
+    A cap, not a value, so an unconditional sample (w = 0) stays deaf to the mix in every channel.
 
     Why: guidance that the notes need (w = 3) turns the learnt channels into noise and clicks; at
     1.5 on them alone the longer recipe's harmonic share rose 0.82 -> 0.90 at the same notes
     (docs/articulation.md)."""
     weight = cfg_weight.reshape(-1, 1, 1).expand(-1, target_dim, 1).clone()
-    if learnt_cfg_weight is not None and learnt_channels > 0:
+    if learnt_cfg_max is not None and learnt_channels > 0:
         if not 0 < learnt_channels <= target_dim:
             raise ValueError(f"learnt_channels must be in 1..{target_dim}, got {learnt_channels}")
-        weight[:, :learnt_channels] = per_sample_values("learnt_cfg_weight", learnt_cfg_weight,
-                                                        weight.shape[0], weight.device)[:, None, None]
+        cap = per_sample_values("learnt_cfg_max", learnt_cfg_max, weight.shape[0], weight.device)
+        weight[:, :learnt_channels] = torch.minimum(weight[:, :learnt_channels], cap[:, None, None])
     return weight
 
 
@@ -100,7 +101,7 @@ class GuidedDenoiser:
     def __init__(self, model: Callable, cond: torch.Tensor, target_dim: int,
                  cfg_weight: torch.Tensor | float, rescale_phi: torch.Tensor | float,
                  style_mean: torch.Tensor | None, style_mask: torch.Tensor | None,
-                 learnt_cfg_weight: torch.Tensor | float | None = None, learnt_channels: int = 0):
+                 learnt_cfg_max: torch.Tensor | float | None = None, learnt_channels: int = 0):
         batch = cond.shape[0]
         device = cond.device
         self.model, self.cond, self.batch = model, cond, batch
@@ -112,7 +113,7 @@ class GuidedDenoiser:
         self.style_mean = style_mean.to(device, torch.float32) if style_mean is not None else None
         self.style_mask = (style_mask.to(device=device, dtype=torch.bool).reshape(batch)
                            if style_mask is not None else None)
-        self.weights = group_weights(self.cfg_weight, learnt_cfg_weight, learnt_channels, target_dim)
+        self.weights = group_weights(self.cfg_weight, learnt_cfg_max, learnt_channels, target_dim)
         self.guided = bool((self.weights != 1).any())
         self.null = torch.zeros_like(cond)
 
@@ -150,7 +151,7 @@ def ddim_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps: int
                 seeds: Sequence[int | torch.Generator], style_mean: torch.Tensor | None = None,
                 style_mask: torch.Tensor | None = None,
                 progress: Callable[[int, int], None] | None = None,
-                temperature: torch.Tensor | float = 1.0, learnt_cfg_weight: torch.Tensor | float | None = None,
+                temperature: torch.Tensor | float = 1.0, learnt_cfg_max: torch.Tensor | float | None = None,
                 learnt_channels: int = 0) -> torch.Tensor:
     """DDIM (eta = 0) with ``steps`` steps on a uniform t grid from 1 to 0.
 
@@ -163,7 +164,7 @@ def ddim_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps: int
     [B, Dy, L] in float32."""
     z, times = _start(cond, target_dim, steps, seeds, temperature)
     denoise = GuidedDenoiser(model, cond, target_dim, cfg_weight, rescale_phi, style_mean, style_mask,
-                             learnt_cfg_weight, learnt_channels)
+                             learnt_cfg_max, learnt_channels)
     for k in range(steps):
         t, s = times[k], times[k + 1]
         x0 = denoise(z, t)
@@ -183,7 +184,7 @@ def dpmpp_2m_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps:
                     style_mask: torch.Tensor | None = None,
                     progress: Callable[[int, int], None] | None = None,
                     temperature: torch.Tensor | float = 1.0,
-                    learnt_cfg_weight: torch.Tensor | float | None = None, learnt_channels: int = 0) -> torch.Tensor:
+                    learnt_cfg_max: torch.Tensor | float | None = None, learnt_channels: int = 0) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095), the multistep second-order solver in
     data-prediction form, on the same grid and with the same guided x0 estimate as
     :func:`ddim_sample` (arguments alike). With lambda = log(a / s) and h = lambda_s - lambda_t:
@@ -192,7 +193,7 @@ def dpmpp_2m_sample(model: Callable, cond: torch.Tensor, target_dim: int, steps:
     one, to t = 0, are first order, i.e. the DDIM step, as is usual for few steps."""
     z, times = _start(cond, target_dim, steps, seeds, temperature)
     denoise = GuidedDenoiser(model, cond, target_dim, cfg_weight, rescale_phi, style_mean, style_mask,
-                             learnt_cfg_weight, learnt_channels)
+                             learnt_cfg_max, learnt_channels)
     x0_prev, h_prev = None, None
     for k in range(steps):
         t, s = times[k], times[k + 1]
@@ -230,14 +231,14 @@ def generate_latents(model: torch.nn.Module, cond: torch.Tensor, *, target_dim: 
                      style_mask: torch.Tensor | None = None,
                      progress: Callable[[int, int], None] | None = None, sampler: str = "ddim",
                      temperature: torch.Tensor | float = 1.0,
-                     learnt_cfg_weight: torch.Tensor | float | None = None, learnt_channels: int = 0) -> torch.Tensor:
+                     learnt_cfg_max: torch.Tensor | float | None = None, learnt_channels: int = 0) -> torch.Tensor:
     """Any length: pad the condition to the U-Net's total down-sampling, sample with ``sampler``
     ("ddim" or "dpmpp-2m"), crop back. ``temperature`` (per sample or one value) scales the
     starting noise: below 1 the deterministic solvers land nearer the model's most likely latents.
-    ``learnt_cfg_weight`` (None: ``cfg_weight``) guides the first ``learnt_channels`` target channels
-    apart (:func:`group_weights`)."""
+    ``learnt_cfg_max`` (None: no cap) caps the guidance of the first ``learnt_channels`` target
+    channels (:func:`group_weights`)."""
     solve = {"ddim": ddim_sample, "dpmpp-2m": dpmpp_2m_sample}[check_sampler(sampler)]
     padded, length = pad_to_multiple(cond, getattr(model, "total_downsampling", 1))
     out = solve(model, padded, target_dim, steps, cfg_weight, rescale_phi, seeds, style_mean, style_mask, progress,
-                temperature, learnt_cfg_weight, learnt_channels)
+                temperature, learnt_cfg_max, learnt_channels)
     return out[..., :length]
