@@ -188,3 +188,16 @@ def test_quarter_notes_on_the_beat_score_by_how_the_true_bass_plays():
     offbeat = beat_grid_scores({"tempo": 120.0, "start_seconds": 0.25}, quarters, 12.0)
     assert offbeat["onset_f1"] == 0.0
     assert beat_grid_scores({}, quarters, 12.0) == {} and beat_grid_scores({"tempo": 120.0}, None, 12.0) == {}
+
+
+def test_the_mix_onsets_reference_hears_whether_the_band_attacks_with_the_bass():
+    from bassray.eval.articulation import mix_onset_scores
+    notes = bass_line()
+    truth = note_onsets([[p, s, e] for p, s, e in notes], SECONDS)
+    # upper voices an octave and a fifth up, attacking with the bass: the mix carries its rhythm
+    together = render([(p + 19, s, e) for p, s, e in notes])
+    assert mix_onset_scores(together, RATE, truth)["onset_f1"] > 0.9
+    # the same voices 150 ms late do not
+    late = render([(p + 19, s + 0.15, min(e + 0.15, SECONDS)) for p, s, e in notes])
+    assert mix_onset_scores(late, RATE, truth)["onset_f1"] < 0.2
+    assert mix_onset_scores(together, RATE, None) == {}

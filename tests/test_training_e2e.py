@@ -126,8 +126,9 @@ def test_stages_train_resume_register_and_generate(shards, bassray_home, ray_ses
     kinds = report["kinds"]
     # tiny ships with the harmony snap on, so the network's own samples are scored beside it
     assert set(kinds) == {"true", "reconstruction", "generated", "generated_no_snap", "unconditional", "other_song",
-                          "beat_grid"}
-    assert set(kinds["beat_grid"]) == {"onset_f1", "note_rate"}  # a rhythm-only reference, no audio
+                          "beat_grid", "mix_onsets"}
+    for reference in ("beat_grid", "mix_onsets"):  # rhythm-only references
+        assert set(kinds[reference]) == {"onset_f1", "note_rate"}
     assert set(report["generated_no_snap_floor_to_ceiling"]) == set(FLOOR_TO_CEILING)
     assert kinds["true"]["chord_tone"] >= 0.8  # the ceiling: a bass on its chords' roots
     # Articulation against the true bass: the ceiling scores itself perfectly on what it is its own reference for

@@ -151,6 +151,13 @@ def beat_grid_scores(truth: dict[str, Any], reference_onsets: np.ndarray | None,
     return onset_scores(grid[(grid >= 0) & (grid < duration)], reference_onsets)
 
 
+def mix_onset_scores(mix: np.ndarray, sample_rate: int, reference_onsets: np.ndarray | None) -> dict[str, float]:
+    """Onset F1 and note rate of the mix's own detected onsets against the bass's: what a bassist
+    who attacks whenever the band does would get. Where it is high the mix carries the bass's
+    rhythm; where a model scores far below it, the model does not hear that rhythm."""
+    return onset_scores(detect_onsets(_mono16k(mix, sample_rate)), reference_onsets)
+
+
 def truth_onsets(truth: dict[str, Any], duration: float) -> np.ndarray | None:
     """The target bass's ground-truth note onsets from a segment's JSON, where it carries them."""
     notes = ((truth.get("parts") or {}).get("bass") or {}).get("notes")

@@ -22,8 +22,10 @@ log = logging.getLogger(__name__)
 # "generated_no_snap" (the same samples decoded without the harmony snap: the network alone) is
 # scored only where the bundle's harmony snap is on.
 # "beat_grid" is no audio: quarter notes at the song's tempo, scored for rhythm only
-# (articulation.beat_grid_scores), the rhythm a bassist who only keeps the beat would get.
-KINDS = ("true", "reconstruction", "generated", "generated_no_snap", "unconditional", "other_song", "beat_grid")
+# (articulation.beat_grid_scores), the rhythm a bassist who only keeps the beat would get;
+# "mix_onsets" the mix's own onsets, the rhythm of a bassist who attacks whenever the band does.
+KINDS = ("true", "reconstruction", "generated", "generated_no_snap", "unconditional", "other_song", "beat_grid",
+         "mix_onsets")
 # Headline figures placed between floor (another song's bass) and ceiling (the true bass).
 FLOOR_TO_CEILING = ("chord_tone_coverage", "chord_tone", "onset_f1", "sounding_iou")
 
@@ -140,6 +142,7 @@ class SongScorer:
         import torch
 
         from bassray.audio import write_audio
+        from bassray.eval.articulation import mix_onset_scores
         from bassray.eval.musical_fit import reconstruction_fidelity, track_pitch
         from bassray.inference import GenerationSettings, decode_chunked, encode_chunked
         sampler = self.generator.config.sampler
@@ -184,6 +187,7 @@ class SongScorer:
                     tracks[kind] = true.track if kind == "true" else track_pitch(wav, rate)
                     row[kind] = true.score(wav, track=tracks[kind])
             row["beat_grid"] = true.beat_grid_scores()
+            row["mix_onsets"] = mix_onset_scores(batch["mix"][i], rate, true.onsets)
             row["fidelity"] = reconstruction_fidelity(target, recon, rate,
                                                       tracks=(tracks["true"], tracks["reconstruction"]))
             results.append(json.dumps(row, default=float))

@@ -14,7 +14,8 @@ from bassray.eval.evaluate import FLOOR_TO_CEILING, KINDS
 KIND_TITLES = {"true": "true bass (ceiling)", "reconstruction": "bass autoencoder's reconstruction",
                "generated": "**generated bass**", "generated_no_snap": "generated bass without the harmony snap",
                "unconditional": "unconditional model (floor)", "other_song": "another song's bass (floor)",
-               "beat_grid": "quarter notes on the beat (rhythm only)"}
+               "beat_grid": "quarter notes on the beat (rhythm only)",
+               "mix_onsets": "the mix's own onsets (rhythm only)"}
 # chord_tone counts voiced frames only, so its voiced share stands beside it; the coverage (which
 # counts every frame where the true bass plays) is the headline.
 FIT_COLUMNS = ("chord_tone_coverage", "chord_tone", "chord_voiced_share", "root", "raw_pitch", "raw_chroma",
