@@ -126,6 +126,10 @@ class UNetConfig:
     dpb_hidden: int = 64
     kernel_size: int = 3
     dropout: float = 0.0
+    # Self-conditioning (Chen et al. 2022, "Analog Bits"): the network also sees its own previous x0
+    # estimate, so a sampler commits to a note instead of hovering between neighbours on the pitch
+    # code's circle. Trained on half the batches; costs one extra forward pass there.
+    self_condition: bool = False
 
 
 LR_SCHEDULES = ("constant", "cosine")

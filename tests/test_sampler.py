@@ -255,3 +255,31 @@ def test_every_named_sampler_has_a_solver_and_a_default_step_field():
         out = generate_latents(model, torch.zeros(1, 2, 8), target_dim=3, steps=2, cfg_weight=1.0,
                                rescale_phi=0.0, seeds=[0], sampler=name)
         assert out.shape == (1, 3, 8)
+
+
+class SelfConditioningOracle(torch.nn.Module):
+    """Returns the v that points at a fixed x0 and records the estimates it is fed."""
+    self_condition = True
+
+    def __init__(self, x0_cond, x0_null):
+        super().__init__()
+        self.x0_cond, self.x0_null, self.seen = x0_cond, x0_null, []
+
+    def forward(self, z, t, cond, x0_self=None):
+        self.seen.append(None if x0_self is None else x0_self.clone())
+        a, s = alpha_sigma(t.reshape(-1, 1, 1))
+        is_null = (cond.abs().sum(dim=(1, 2)) == 0).reshape(-1, 1, 1)
+        x0 = torch.where(is_null, self.x0_null.expand_as(z), self.x0_cond.expand_as(z))
+        return (a * z - x0) / s.clamp(min=1e-6)   # v with x0 = a z - s v
+
+
+@SAMPLERS
+def test_self_conditioning_feeds_each_branch_its_own_previous_estimate(solve):
+    x0_cond, x0_null = torch.full((1, 3, 8), 2.0), torch.full((1, 3, 8), -1.0)
+    model = SelfConditioningOracle(x0_cond, x0_null)
+    cond = torch.randn(2, 5, 8)
+    solve(model, cond, 3, 4, cfg_weight=3.0, rescale_phi=0.0, seeds=[0, 1])
+    assert model.seen[0] is None and len(model.seen) == 4
+    for seen in model.seen[1:]:   # the conditional half saw its own estimate, the null half its own
+        torch.testing.assert_close(seen[:2], x0_cond.expand(2, -1, -1), atol=1e-4, rtol=0)
+        torch.testing.assert_close(seen[2:], x0_null.expand(2, -1, -1), atol=1e-4, rtol=0)

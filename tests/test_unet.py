@@ -153,3 +153,51 @@ def test_ema_math_and_state_round_trip():
     restored.load_state_dict(ema.state_dict())
     restored.copy_to(other)
     assert torch.allclose(other.weight, torch.full((1, 2), 0.5))
+
+
+def test_self_conditioning_unet_reads_its_previous_estimate_and_none_means_zeros():
+    torch.manual_seed(0)
+    config = load_config("tiny", ["unet.self_condition=true"])
+    model = UNet1d(config.unet, 32, 64)
+    torch.nn.init.normal_(model.output.weight, std=0.02)
+    model.eval()
+    z, cond, t = torch.randn(2, 32, 16), torch.randn(2, 64, 16), torch.rand(2)
+    with torch.no_grad():
+        first = model(z, t, cond)
+        torch.testing.assert_close(first, model(z, t, cond, torch.zeros_like(z)))
+        assert not torch.allclose(first, model(z, t, cond, torch.randn_like(z)))
+    with pytest.raises(ValueError, match="shaped like z_t"):
+        model(z, t, cond, torch.zeros(2, 31, 16))
+    with pytest.raises(ValueError, match="self-conditioning"):
+        tiny_unet()(z, t, cond, torch.zeros_like(z))
+
+
+class RecordingModel(torch.nn.Module):
+    """A self-conditioning stand-in that records what each call saw."""
+    self_condition = True
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.5))
+        self.seen = []
+
+    def forward(self, z, t, cond, x0_self=None):
+        self.seen.append(None if x0_self is None else x0_self.detach().clone())
+        return self.scale * z + (0 if x0_self is None else 0.1 * x0_self)
+
+
+@pytest.mark.parametrize("rate, calls", [(0.0, 1), (1.0, 2)])
+def test_v_loss_self_conditions_on_its_own_detached_estimate(rate, calls):
+    from bassray.diffusion.schedule import alpha_sigma
+    model = RecordingModel()
+    target, cond = torch.randn(3, 4, 8), torch.randn(3, 2, 8)
+    gen = torch.Generator().manual_seed(0)
+    loss, _ = v_loss(model, target, cond, generator=gen, cond_dropout=0.0, self_condition=rate)
+    assert len(model.seen) == calls and model.seen[0] is None
+    loss.backward()
+    assert model.scale.grad is not None
+    if calls == 2:  # the second pass sees the first's x0 estimate, which carries no gradient
+        x0_self = model.seen[1]
+        assert x0_self.shape == target.shape and not x0_self.requires_grad
+    with pytest.raises(ValueError, match="fraction of batches"):
+        v_loss(model, target, cond, self_condition=1.5)

@@ -96,7 +96,10 @@ def per_sample_values(name: str, value: torch.Tensor | float, batch: int, device
 
 class GuidedDenoiser:
     """The x0 estimate both samplers step with: the model's v turned into x0, guided (CFG), rescaled
-    and style-grounded, each per sample. Checks and expands the per-sample settings once."""
+    and style-grounded, each per sample. Checks and expands the per-sample settings once.
+
+    A self-conditioning model (``model.self_condition``) sees each branch's own previous x0 estimate,
+    so the unconditional half stays deaf to the mix; the first step sees none."""
 
     def __init__(self, model: Callable, cond: torch.Tensor, target_dim: int,
                  cfg_weight: torch.Tensor | float, rescale_phi: torch.Tensor | float,
@@ -116,16 +119,26 @@ class GuidedDenoiser:
         self.weights = group_weights(self.cfg_weight, learnt_cfg_max, learnt_channels, target_dim)
         self.guided = bool((self.weights != 1).any())
         self.null = torch.zeros_like(cond)
+        self.self_condition = bool(getattr(model, "self_condition", False))
+        self.previous: torch.Tensor | None = None   # [B or 2B, D, L]: the last call's branch estimates
+
+    def _v(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if self.self_condition:
+            return self.model(z, t, cond, self.previous).float()
+        return self.model(z, t, cond).float()
 
     def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a_t, s_t = alpha_sigma(t)
         batch, cond = self.batch, self.cond
         if self.guided:  # one batched call for the conditional and unconditional halves
-            v = self.model(torch.cat([z, z]).to(cond.dtype), t.expand(2 * batch), torch.cat([cond, self.null])).float()
-            x_c, x_u = a_t * z - s_t * v[:batch], a_t * z - s_t * v[batch:]
+            zz = torch.cat([z, z])
+            x0_both = a_t * zz - s_t * self._v(zz.to(cond.dtype), t.expand(2 * batch), torch.cat([cond, self.null]))
+            x_c, x_u = x0_both[:batch], x0_both[batch:]
             x0 = cfg_rescale(cfg_combine(x_c, x_u, self.weights), x_c, self.rescale_phi)
         else:
-            x0 = a_t * z - s_t * self.model(z.to(cond.dtype), t.expand(batch), cond).float()
+            x0_both = x0 = a_t * z - s_t * self._v(z.to(cond.dtype), t.expand(batch), cond)
+        if self.self_condition:
+            self.previous = x0_both.to(cond.dtype)
         if self.style_mean is not None:
             x0 = style_ground(x0, s_t, self.style_mean, self.style_mask)
         return x0

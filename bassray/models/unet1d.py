@@ -1,7 +1,7 @@
 """Conditional 1-D U-Net for latent diffusion (docs/design.md §2.2, paper §3.2).
 
-Input: the noisy target latent z_t [B, Dy, L] concatenated with the mix latent c_x [B, Dx, L];
-output: v [B, Dy, L]. Residual conv blocks, down/up-sampling by 2 per level, self-attention with
+Input: the noisy target latent z_t [B, Dy, L] concatenated with the mix latent c_x [B, Dx, L]
+(and, with ``self_condition``, the model's previous x0 estimate [B, Dy, L]); output: v [B, Dy, L]. Residual conv blocks, down/up-sampling by 2 per level, self-attention with
 Dynamic Positional Bias at the lower resolutions (so any length works), and a sinusoidal embedding
 of t concatenated to the feature maps before every block, as the paper does.
 """
@@ -86,6 +86,7 @@ class UNet1d(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.target_dim, self.cond_dim = target_dim, cond_dim
+        self.self_condition = cfg.self_condition
         chans = [cfg.base_channels * m for m in cfg.channel_mults]
         temb, k, drop = cfg.time_embed_dim, cfg.kernel_size, cfg.dropout
         self.levels = len(chans)
@@ -94,7 +95,8 @@ class UNet1d(nn.Module):
                              f"for channel_mults {cfg.channel_mults} (one level per entry)")
         self.total_downsampling = 2 ** (self.levels - 1)
         self.time_mlp = nn.Sequential(nn.Linear(temb, 4 * temb), nn.SiLU(), nn.Linear(4 * temb, temb))
-        self.input = nn.Conv1d(target_dim + cond_dim, chans[0], k, padding=k // 2)
+        in_dim = target_dim * (2 if cfg.self_condition else 1) + cond_dim
+        self.input = nn.Conv1d(in_dim, chans[0], k, padding=k // 2)
 
         def attention(level: int, ch: int) -> nn.Module:
             if level in cfg.attention_levels:
@@ -129,8 +131,11 @@ class UNet1d(nn.Module):
         nn.init.zeros_(self.output.weight)  # start as "predict v = 0": a stable first step
         nn.init.zeros_(self.output.bias)
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """z_t [B, Dy, L], t [B] (or scalar) in [0, 1], cond [B, Dx, L] -> v [B, Dy, L]."""
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                x0_self: torch.Tensor | None = None) -> torch.Tensor:
+        """z_t [B, Dy, L], t [B] (or scalar) in [0, 1], cond [B, Dx, L] -> v [B, Dy, L].
+        ``x0_self`` [B, Dy, L]: a self-conditioning model's previous x0 estimate (None: zeros, the
+        first pass); a model without self-conditioning refuses one."""
         length = z_t.shape[-1]
         if length % self.total_downsampling:
             raise ValueError(f"latent length {length} is not a multiple of {self.total_downsampling}: "
@@ -145,7 +150,15 @@ class UNet1d(nn.Module):
                              f"got {t.numel()}")
         t = t.expand(z_t.shape[0])
         temb = self.time_mlp(timestep_embedding(t, self.cfg.time_embed_dim).to(dtype))
-        h = self.input(torch.cat([z_t, cond], dim=1).to(dtype))
+        inputs = [z_t, cond]
+        if self.self_condition:
+            inputs.append(torch.zeros_like(z_t) if x0_self is None else x0_self.to(z_t.dtype))
+            if inputs[-1].shape != z_t.shape:
+                raise ValueError(f"x0_self must be shaped like z_t {tuple(z_t.shape)}, got {tuple(x0_self.shape)}")
+        elif x0_self is not None:
+            raise ValueError("this model was not trained with self-conditioning (unet.self_condition): "
+                             "it takes no x0_self")
+        h = self.input(torch.cat(inputs, dim=1).to(dtype))
         skips = [h]
         blocks = iter(zip(self.down_blocks, self.down_attn))
         for level in range(self.levels):

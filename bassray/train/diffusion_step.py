@@ -9,6 +9,10 @@ from bassray.config import Config
 from bassray.diffusion.schedule import v_loss
 from bassray.models.latent_layout import LatentLayout
 
+# The share of batches trained with the model's own x0 estimate as input (Chen et al. 2022's 0.5):
+# the rest teach the first sampling step, which has no previous estimate.
+SELF_CONDITION_RATE = 0.5
+
 
 def code_channel_weight(config: Config) -> torch.Tensor:
     """``[Dy]`` v-loss weights: ``pitch_loss_weight`` on the target latent's pitch-code channels and
@@ -35,16 +39,19 @@ def drop_learnt_mix_channels(mix: torch.Tensor, fraction: float, code_channels: 
 
 class DiffusionObjective:
     """The stage-2 loss of a config: learnt-mix dropout, then the v-loss with the config's
-    conditioning dropout and noise and the code channels' weights."""
+    conditioning dropout and noise, the code channels' weights and, for a self-conditioning U-Net,
+    self-conditioning on half the batches."""
 
     def __init__(self, config: Config, device: torch.device | str = "cpu"):
         self.train_cfg = config.diffusion_training
         self.channel_weight = code_channel_weight(config).to(device)
         self.mix_code_channels = LatentLayout.of(config.mix_autoencoder).codes
+        self.self_condition = SELF_CONDITION_RATE if config.unet.self_condition else 0.0
 
     def __call__(self, model, target: torch.Tensor, mix: torch.Tensor,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.train_cfg
         mix = drop_learnt_mix_channels(mix, cfg.learnt_mix_dropout, self.mix_code_channels, generator)
         return v_loss(model, target, mix, generator=generator, cond_dropout=cfg.cond_dropout,
-                      cond_noise=cfg.cond_noise, channel_weight=self.channel_weight)
+                      cond_noise=cfg.cond_noise, channel_weight=self.channel_weight,
+                      self_condition=self.self_condition)
