@@ -31,6 +31,16 @@ def test_diffusion_step_flops_grow_with_the_batch_and_leave_the_model_alone(conf
     assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
 
 
+def test_self_conditioning_steps_count_their_extra_forward_pass_by_its_share():
+    config = load_config("tiny", ["unet.self_condition=true"])
+    unet = UNet1d(config.unet, 32, 64)
+    target, cond = torch.randn(2, 32, 16), torch.randn(2, 64, 16)
+    plain = diffusion_step_flops(unet, target, cond)
+    half, every = (diffusion_step_flops(unet, target, cond, rate) for rate in (0.5, 1.0))
+    # a forward pass is about a third of forward and backward
+    assert plain < half < every < 1.5 * plain and every - plain == pytest.approx(2 * (half - plain), rel=0.01)
+
+
 def test_autoencoder_step_flops_count_the_critics_when_adversarial(config):
     ae = Autoencoder(config.bass_autoencoder, config.audio)
     critics = Critics(config.critic, config.audio)

@@ -42,14 +42,14 @@ def _diffusion(config, args, dtype):
     import torch
 
     from bassray.models.unet1d import UNet1d
-    from bassray.train.diffusion_step import DiffusionObjective
+    from bassray.train.diffusion_step import DiffusionObjective, self_condition_rate
     from bassray.train.step_flops import diffusion_step_flops
     frames = args.frames or config.diffusion_training.crop_frames
     dx, dy = config.mix_autoencoder.latent_dim, config.bass_autoencoder.latent_dim
     model = UNet1d(config.unet, dy, dx).to(args.device, dtype)
     target = torch.randn(args.batch, dy, frames, device=args.device, dtype=dtype)
     cond = torch.randn(args.batch, dx, frames, device=args.device, dtype=dtype)
-    flops = diffusion_step_flops(model, target, cond)
+    flops = diffusion_step_flops(model, target, cond, self_condition_rate(config))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=not args.unfused)
     objective = DiffusionObjective(config, args.device)
 

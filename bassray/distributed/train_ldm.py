@@ -126,10 +126,11 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     micro = train_cfg.batch_size // world
     step_flops = 0.0
     if rank == 0:  # FLOPs of one real step, counted on one crop (they grow linearly with the batch)
+        from bassray.train.diffusion_step import self_condition_rate
         from bassray.train.step_flops import diffusion_step_flops
         crop = lambda dim: torch.randn(1, dim, train_cfg.crop_frames)  # noqa: E731
         step_flops = train_cfg.batch_size * counted_step_flops(
-            lambda: diffusion_step_flops(model, crop(model.target_dim), crop(model.cond_dim)))
+            lambda: diffusion_step_flops(model, crop(model.target_dim), crop(model.cond_dim), self_condition_rate(config)))
     compile_for_training([model], config.distributed.compile)
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(),

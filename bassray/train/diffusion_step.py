@@ -14,6 +14,12 @@ from bassray.models.latent_layout import LatentLayout
 SELF_CONDITION_RATE = 0.5
 
 
+def self_condition_rate(config: Config) -> float:
+    """The share of training steps that self-condition: ``SELF_CONDITION_RATE`` for a U-Net built
+    with ``unet.self_condition``, else 0."""
+    return SELF_CONDITION_RATE if config.unet.self_condition else 0.0
+
+
 def code_channel_weight(config: Config) -> torch.Tensor:
     """``[Dy]`` v-loss weights: ``pitch_loss_weight`` on the target latent's pitch-code channels and
     ``rhythm_loss_weight`` on its rhythm-code channels (bassray/models/latent_layout.py), 1 on the
@@ -46,7 +52,7 @@ class DiffusionObjective:
         self.train_cfg = config.diffusion_training
         self.channel_weight = code_channel_weight(config).to(device)
         self.mix_code_channels = LatentLayout.of(config.mix_autoencoder).codes
-        self.self_condition = SELF_CONDITION_RATE if config.unet.self_condition else 0.0
+        self.self_condition = self_condition_rate(config)
 
     def __call__(self, model, target: torch.Tensor, mix: torch.Tensor,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:

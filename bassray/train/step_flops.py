@@ -19,15 +19,22 @@ def counted_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def diffusion_step_flops(unet: torch.nn.Module, target: torch.Tensor, cond: torch.Tensor) -> int:
-    """One v-loss forward and backward of the U-Net on ``target [B, Dy, L]`` given ``cond [B, Dx, L]``."""
+def diffusion_step_flops(unet: torch.nn.Module, target: torch.Tensor, cond: torch.Tensor,
+                         self_condition: float = 0.0) -> int:
+    """One v-loss forward and backward of the U-Net on ``target [B, Dy, L]`` given ``cond [B, Dx, L]``;
+    with ``self_condition`` (the share of steps that run a first forward pass without gradient,
+    bassray/diffusion/schedule.py), that pass's FLOPs weighted by the share: the mean step."""
     from bassray.diffusion.schedule import v_loss
     model = copy.deepcopy(unet).train()
 
     def step() -> None:
         loss, _ = v_loss(model, target, cond, cond_dropout=0.0, cond_noise=0.0)
         loss.backward()
-    return counted_flops(step)
+    flops = counted_flops(step)
+    if self_condition:
+        with torch.no_grad():
+            flops += round(self_condition * counted_flops(lambda: model(target, torch.rand(target.shape[0], device=target.device), cond)))
+    return flops
 
 
 def autoencoder_step_flops(autoencoder: torch.nn.Module, critics: torch.nn.Module, wav: torch.Tensor,
