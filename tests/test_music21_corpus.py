@@ -77,3 +77,23 @@ def test_export_writes_split_folders_and_resumes(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.mid")}
     export_corpus(tmp_path, works_per_composer=1, test_works=1, val_works=0, seed=0, composers=["bach", "corelli"])
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.mid")} == before
+
+
+def test_a_cantata_chorale_gets_its_bass_voice_not_the_timpani(tmp_path):
+    # BWV 149.7 has trumpets and timpani beside the four voices; the timpani play 7 notes at the end,
+    # lower than the bass voice. The bass must be the voice that sounds through the work.
+    from music21 import corpus
+    work = CorpusWork("bach", corpus.getWork("bach/bwv149.7"), "test")
+    out = tmp_path / "bwv149.mid"
+    write_work_midi(work, out, seed=0)
+    midi = pretty_midi.PrettyMIDI(str(out))
+    assert not any("timpani" in i.name.lower() for i in midi.instruments)
+    bass = next(i for i in midi.instruments if i.program == BASS_PROGRAM)
+    assert len(bass.notes) > 100 and min(n.start for n in bass.notes) == 0.0
+
+
+def test_sounding_seconds_is_the_union_of_note_spans():
+    from bassray.data.music21_corpus import sounding_seconds
+    part = pretty_midi.Instrument(0)
+    part.notes = [pretty_midi.Note(90, 40, s, e) for s, e in ((0.0, 1.0), (0.5, 1.5), (3.0, 4.0))]
+    assert sounding_seconds(part) == pytest.approx(2.5)

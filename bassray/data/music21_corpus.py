@@ -36,6 +36,11 @@ BASS_PROGRAM = 32                       # GM acoustic bass; `render` varies it w
 OCTAVE_DOWN_ABOVE = 48                  # a bass part whose median pitch is above C3 sounds 8vb
 # Upper parts: instruments that hold a line (keyboards, organ, guitar, strings, choir, reeds, pipes).
 UPPER_PROGRAMS = (0, 4, 19, 24, 40, 41, 48, 52, 56, 68, 71, 73)
+# Parts by these names are percussion (a cantata's timpani), not a voice of the harmony: left out.
+UNPITCHED_PART_NAMES = ("timpani", "percussion", "drum")
+# The bass is the lowest part among those sounding for at least this share of the work, so a part
+# that rests for most of it (the timpani's closing roll in BWV 149.7) is never the bass.
+BASS_MIN_SOUNDING = 0.25
 # Longer works are cut at the first bar line past this many quarter notes before music21 writes
 # them (a whole quartet with its repeats runs to an hour, and takes minutes to write).
 MAX_QUARTERS = 480.0
@@ -133,6 +138,17 @@ def _cut(score, max_quarters: float):
     return score if last is None else score.measures(bars[0].number, last)
 
 
+def sounding_seconds(part) -> float:
+    """How long a pretty_midi part sounds: the union of its notes' spans, in seconds."""
+    spans = sorted((n.start, n.end) for n in part.notes)
+    total, reach = 0.0, float("-inf")
+    for start, end in spans:
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 def write_work_midi(work: CorpusWork, out_file: Path, seed: int) -> dict[str, Any]:
     """Parse ``work``, write it as MIDI with its lowest part on a bass, and return what was written;
     raises :class:`CorpusSkip` for an entry that is not a multi-part work."""
@@ -153,11 +169,14 @@ def write_work_midi(work: CorpusWork, out_file: Path, seed: int) -> dict[str, An
             midi = pretty_midi.PrettyMIDI(str(midi_path))
         except Exception as exc:
             raise CorpusSkip(f"music21 could not write it as MIDI ({type(exc).__name__}: {str(exc)[:100]})") from None
-    parts = [i for i in midi.instruments if i.notes]
+    parts = [i for i in midi.instruments
+             if i.notes and not any(word in i.name.lower() for word in UNPITCHED_PART_NAMES)]
     if len(parts) < MIN_PARTS:
         raise CorpusSkip(f"{len(parts)} sounding part(s); needs a bass and at least two upper parts")
     medians = [float(np.median([n.pitch for n in p.notes])) for p in parts]
-    bass = int(np.argmin(medians))
+    end = max(n.end for p in parts for n in p.notes)
+    steady = [i for i, p in enumerate(parts) if sounding_seconds(p) >= BASS_MIN_SOUNDING * end]
+    bass = min(steady or range(len(parts)), key=lambda i: medians[i])
     rng = np.random.default_rng([seed, *work.name.encode()])
     for index, part in enumerate(parts):
         part.is_drum = False   # music21 may give a part channel 10; every corpus part is pitched
