@@ -179,10 +179,11 @@ class RecordingModel(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.tensor(0.5))
-        self.seen = []
+        self.seen, self.inputs = [], []
 
     def forward(self, z, t, cond, x0_self=None):
         self.seen.append(None if x0_self is None else x0_self.detach().clone())
+        self.inputs.append((z.detach().clone(), t.detach().clone()))
         return self.scale * z + (0 if x0_self is None else 0.1 * x0_self)
 
 
@@ -199,5 +200,8 @@ def test_v_loss_self_conditions_on_its_own_detached_estimate(rate, calls):
     if calls == 2:  # the second pass sees the first's x0 estimate, which carries no gradient
         x0_self = model.seen[1]
         assert x0_self.shape == target.shape and not x0_self.requires_grad
+        z, t = model.inputs[0]
+        a, s = alpha_sigma(t.reshape(-1, 1, 1))
+        torch.testing.assert_close(x0_self, a * z - s * 0.5 * z)   # x0 = a z - s v with v = 0.5 z
     with pytest.raises(ValueError, match="fraction of batches"):
         v_loss(model, target, cond, self_condition=1.5)
