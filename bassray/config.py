@@ -130,6 +130,10 @@ class UNetConfig:
     # estimate, so a sampler commits to a note instead of hovering between neighbours on the pitch
     # code's circle. Trained on half the batches; costs one extra forward pass there.
     self_condition: bool = False
+    # Diffuse the bass latent's pitch as twelve class channels per part (+1 the class sounding, -1
+    # the rest) instead of its point on the circle of fifths, so that an estimate unsure between two
+    # classes keeps both apart instead of averaging them (bassray/models/pitch_classes.py).
+    pitch_classes: bool = False
 
 
 LR_SCHEDULES = ("constant", "cosine")

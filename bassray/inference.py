@@ -17,6 +17,7 @@ import torch
 from bassray.audio import rms_db
 from bassray.config import Config
 from bassray.data.latents import LatentStats
+from bassray.models.pitch_classes import diffused_target_dim, from_pitch_classes, pitch_class_parts, to_pitch_classes
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,10 @@ class BassGenerator:
         self._mix_mean, self._mix_std = t(stats.mix_mean), t(stats.mix_std)
         self._tgt_mean, self._tgt_std = t(stats.target_mean), t(stats.target_std)
         self._check_compatible()
+        # The U-Net may diffuse the pitch as class channels (bassray/models/pitch_classes.py): it
+        # reads and writes that view, everything else here the bass latent itself.
+        self._class_parts = pitch_class_parts(config)
+        self._diffused_dim = diffused_target_dim(config)
 
     def _check_compatible(self) -> None:
         problems = []
@@ -149,9 +154,20 @@ class BassGenerator:
 
     @torch.no_grad()
     def style_mean(self, audio: np.ndarray) -> torch.Tensor:
-        """Time-average of a reference recording's normalised target latent: ``[Dy]``."""
+        """Time-average of a reference recording's normalised target latent as the U-Net diffuses it: ``[Dy]``."""
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)[None]
-        return ((encode_chunked(self.target_ae, x)[0] - self._tgt_mean) / self._tgt_std).mean(-1)
+        return self._to_diffused((encode_chunked(self.target_ae, x) - self._tgt_mean) / self._tgt_std)[0].mean(-1)
+
+    def _to_diffused(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised bass latents ``[B, Dy, L]`` -> what the U-Net diffuses."""
+        if not self._class_parts:
+            return latents
+        return to_pitch_classes(latents.float(), self._class_parts, self._tgt_mean[:, 0], self._tgt_std[:, 0])
+
+    def _from_diffused(self, latents: torch.Tensor) -> torch.Tensor:
+        if not self._class_parts:
+            return latents
+        return from_pitch_classes(latents.float(), self._class_parts, self._tgt_mean[:, 0], self._tgt_std[:, 0])
 
     @torch.no_grad()
     def decode_target(self, latent: torch.Tensor, length: int | None = None) -> np.ndarray:
@@ -176,11 +192,11 @@ class BassGenerator:
         from bassray.diffusion.sampler import generate_latents
         batch = cond.shape[0]
         styles = list(style_means) if style_means is not None else [None] * batch
-        target_dim = self.target_ae.latent_dim
+        target_dim = self._diffused_dim
         style = torch.stack([s if s is not None else torch.zeros(target_dim, device=self.device)
                              for s in styles])
         mask = torch.tensor([s is not None for s in styles], device=self.device)
-        return generate_latents(
+        return self._from_diffused(generate_latents(
             self.unet, cond.to(self.dtype), target_dim=target_dim, steps=steps,
             cfg_weight=torch.tensor(cfg_weight, device=self.device, dtype=torch.float32),
             rescale_phi=torch.tensor(rescale_phi, device=self.device, dtype=torch.float32),
@@ -190,7 +206,7 @@ class BassGenerator:
                                       for t in (temperature or [None] * batch)],
                                      device=self.device, dtype=torch.float32),
             learnt_cfg_max=self.config.sampler.learnt_cfg_max,
-            learnt_channels=self.target_ae.layout.learnt).float()
+            learnt_channels=self.target_ae.layout.learnt).float())
 
     @property
     def can_snap_to_harmony(self) -> bool:

@@ -211,3 +211,31 @@ def test_latent_dataset_stretches_the_training_crops_in_time_and_not_the_others(
             code = torch.from_numpy(row["target"][target_layout.rhythm_slice][None]).float()
             attacks = np.flatnonzero(code_attacks(code, parts, threshold=0.5)[0].numpy())
             assert len(attacks) >= 2 and set(np.diff(attacks)) == {gap}
+
+
+def test_latent_dataset_gives_the_pitch_as_classes_to_a_class_view_unet(ray_local, tmp_path):
+    """With unet.pitch_classes the training crops' targets carry twelve ±1 class channels per pitch
+    part (bassray/models/pitch_classes.py), one +1 per pitched part."""
+    from bassray.data.latents import LatentStats, npy_bytes
+    from bassray.distributed.latent_datasets import latent_pairs_dataset
+    from bassray.models.harmonic_phase import latent_with_code, pitch_code
+    from bassray.models.latent_layout import LatentLayout
+    from bassray.models.pitch_classes import PITCH_CLASSES, diffused_target_dim
+    config = load_config("tiny", ["unet.pitch_classes=true", "diffusion_training.crop_frames=8",
+                                  "data.crops_per_segment=2", "diffusion_training.tempo_stretch_probability=0"])
+    mix_layout, layout = LatentLayout.of(config.mix_autoencoder), LatentLayout.of(config.bass_autoencoder)
+    parts, length = config.bass_autoencoder.pitch_parts, 20
+    code = pitch_code(torch.linspace(0, 30, length * parts)[None], torch.ones(1, length * parts, dtype=torch.bool))
+    target = latent_with_code(torch.randn(1, layout.total, length), code, parts)[0].numpy()
+    mix = np.random.default_rng(0).normal(size=(1, mix_layout.total, length))
+    (tmp_path / "train").mkdir()
+    write_latent_shard(tmp_path / "train" / "a.tar", {"t0": (npy_bytes(mix.astype(np.float16)),
+                                                             npy_bytes(target.astype(np.float16)))})
+    LatentStats([0.0] * mix_layout.total, [1.0] * mix_layout.total, [0.0] * layout.total, [1.0] * layout.total).save(tmp_path)
+    rows = latent_pairs_dataset(tmp_path, "train", config).take_all()
+    assert len(rows) == 2
+    start = layout.total - layout.pitch
+    for row in rows:
+        assert row["target"].shape == (diffused_target_dim(config), 8)
+        classes = row["target"][start:start + PITCH_CLASSES * parts].reshape(PITCH_CLASSES, parts, 8)
+        assert ((classes > 0).sum(0) == 1).all()

@@ -47,14 +47,14 @@ def build_generator(config_name: str, bundle: str | None, device: str, dtype, au
     from bassray.data.latents import LatentStats
     from bassray.inference import BassGenerator
     from bassray.models.autoencoder import Autoencoder
-    from bassray.models.unet1d import UNet1d
+    from bassray.models.unet1d import unet_for
     if bundle:
         return BassGenerator.from_bundle(bundle, device=device, dtype=dtype, autoencoder_dtype=autoencoder_dtype)
     torch.manual_seed(0)
     config = load_config(config_name)
     dx, dy = config.mix_autoencoder.latent_dim, config.bass_autoencoder.latent_dim
     stats = LatentStats([0.0] * dx, [1.0] * dx, [0.0] * dy, [1.0] * dy)
-    return BassGenerator(UNet1d(config.unet, dy, dx), Autoencoder(config.mix_autoencoder, config.audio),
+    return BassGenerator(unet_for(config), Autoencoder(config.mix_autoencoder, config.audio),
                          Autoencoder(config.bass_autoencoder, config.audio), stats, config, device, dtype,
                          autoencoder_dtype)
 

@@ -41,12 +41,12 @@ def _diffusion(config, args, dtype):
     """(modules, step function, FLOPs of one step) for the diffusion U-Net."""
     import torch
 
-    from bassray.models.unet1d import UNet1d
+    from bassray.models.unet1d import unet_for
     from bassray.train.diffusion_step import DiffusionObjective, self_condition_rate
     from bassray.train.step_flops import diffusion_step_flops
     frames = args.frames or config.diffusion_training.crop_frames
-    dx, dy = config.mix_autoencoder.latent_dim, config.bass_autoencoder.latent_dim
-    model = UNet1d(config.unet, dy, dx).to(args.device, dtype)
+    model = unet_for(config).to(args.device, dtype)
+    dx, dy = model.cond_dim, model.target_dim
     target = torch.randn(args.batch, dy, frames, device=args.device, dtype=dtype)
     cond = torch.randn(args.batch, dx, frames, device=args.device, dtype=dtype)
     flops = diffusion_step_flops(model, target, cond, self_condition_rate(config))

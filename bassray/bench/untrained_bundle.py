@@ -17,13 +17,13 @@ from bassray.data.latents import LatentStats
 def write_untrained_bundle(out_dir: str | Path, config: Config, seed: int = 0) -> Path:
     """Write a diffusion bundle (with its two autoencoder bundles) of untrained models to ``out_dir``."""
     from bassray.models.autoencoder import Autoencoder
-    from bassray.models.unet1d import UNet1d
+    from bassray.models.unet1d import unet_for
     from bassray.bundles.files import save_bundle
     from bassray.bundles.diffusion import save_diffusion_bundle
 
     torch.manual_seed(seed)
     mix_dim, target_dim = config.mix_autoencoder.latent_dim, config.bass_autoencoder.latent_dim
-    unet = UNet1d(config.unet, target_dim, mix_dim)
+    unet = unet_for(config)
     # Identity statistics: untrained latents have no meaningful scale to normalise away.
     stats = LatentStats([0.0] * mix_dim, [1.0] * mix_dim, [0.0] * target_dim, [1.0] * target_dim)
     with tempfile.TemporaryDirectory(prefix="bassray-untrained-") as tmp:

@@ -49,9 +49,9 @@ def save_diffusion_bundle(out_dir: str | Path, config: Config, unet: torch.nn.Mo
 def export_diffusion_checkpoint(checkpoint_dir: str | Path, state: dict[str, Any], config: Config,
                                 out_dir: str | Path) -> Path:
     """Bundle the EMA weights of a diffusion training checkpoint."""
-    from bassray.models.unet1d import UNet1d
+    from bassray.models.unet1d import unet_for
     from bassray.train.ema import EMA
-    unet = UNet1d(config.unet, config.bass_autoencoder.latent_dim, config.mix_autoencoder.latent_dim)
+    unet = unet_for(config)
     ema = EMA(unet, config.diffusion_training.ema_decay)
     ema.load_state_dict(torch.load(Path(checkpoint_dir) / "ema.pt", map_location="cpu"))
     ema.copy_to(unet)
@@ -63,7 +63,7 @@ def export_diffusion_checkpoint(checkpoint_dir: str | Path, state: dict[str, Any
 def load_diffusion_bundle(bundle_dir: str | Path):
     """(unet, mix_autoencoder, target_autoencoder, stats, config) — all in eval mode on the CPU.
     ``bundle_dir`` may be a URI (s3://...): it is fetched once into the local bundle cache."""
-    from bassray.models.unet1d import UNet1d
+    from bassray.models.unet1d import unet_for
     from bassray.bundles.files import BundleError, load_autoencoder, load_bundle_state, read_bundle_metadata
     from bassray.bundles.store import local_bundle
     bundle_dir = local_bundle(bundle_dir)
@@ -80,7 +80,7 @@ def load_diffusion_bundle(bundle_dir: str | Path):
                              f"trained with (weights fingerprint differs): re-export the bundle")
     state = load_bundle_state(bundle_dir, expected_kind="diffusion")
     config = state.config
-    unet = UNet1d(config.unet, config.bass_autoencoder.latent_dim, config.mix_autoencoder.latent_dim)
+    unet = unet_for(config)
     unet.load_state_dict(state.state_dict)
     return (unet.eval(), load_autoencoder(bundle_dir / MIX_DIR), load_autoencoder(bundle_dir / TARGET_DIR),
             LatentStats.load(bundle_dir), config)

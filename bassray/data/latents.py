@@ -48,6 +48,19 @@ class LatentStats:
     def normalize_target(self, y: np.ndarray) -> np.ndarray:  # [..., Dy, L]
         return (y - np.asarray(self.target_mean, np.float32)[:, None]) / np.asarray(self.target_std, np.float32)[:, None]
 
+    def diffused_target(self, y: np.ndarray, class_parts: int = 0) -> np.ndarray:
+        """:meth:`normalize_target`, then, for a U-Net that diffuses the pitch of ``class_parts`` > 0
+        parts as classes, that view of it (bassray/models/pitch_classes.py): ``[..., Dy', L]``."""
+        y = self.normalize_target(y)
+        if not class_parts:
+            return y
+        import torch
+
+        from bassray.models.pitch_classes import to_pitch_classes
+        flat = torch.from_numpy(np.ascontiguousarray(y, np.float32)).reshape(-1, *y.shape[-2:])
+        out = to_pitch_classes(flat, class_parts, torch.tensor(self.target_mean), torch.tensor(self.target_std))
+        return out.reshape(*y.shape[:-2], *out.shape[-2:]).numpy()
+
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / STATS_FILE
         path.write_text(json.dumps(asdict(self), indent=1))
@@ -127,10 +140,12 @@ def list_latent_shards(latent_dir: str | Path, split: str) -> list[str]:
 
 
 def load_latent_pairs(latent_dir: str | Path, split: str, crop_frames: int, limit: int,
-                      seed: int = 0, crops_per_track: int = 8, with_tracks: bool = False):
+                      seed: int = 0, crops_per_track: int = 8, with_tracks: bool = False,
+                      class_parts: int = 0):
     """A fixed set of up to ``limit`` normalised held-out crops, several per track at random offsets
     (so a one-track split still yields distinct, mismatchable crops), without Ray. Returns
-    ``(mix [N, Dx, L], target [N, Dy, L])``, plus each crop's track index when ``with_tracks``."""
+    ``(mix [N, Dx, L], target [N, Dy, L])``, plus each crop's track index when ``with_tracks``; the
+    target as the U-Net diffuses it (:meth:`LatentStats.diffused_target` of ``class_parts``)."""
     from bassray.data.shards import iter_shard_members
     stats = LatentStats.load(latent_dir)
     rng = np.random.default_rng(seed)
@@ -143,7 +158,7 @@ def load_latent_pairs(latent_dir: str | Path, split: str, crop_frames: int, limi
                                   crops_per_track, rng)
         for m, t in pairs:
             mixes.append(stats.normalize_mix(m))
-            targets.append(stats.normalize_target(t))
+            targets.append(stats.diffused_target(t, class_parts))
             tracks.append(track)
         if len(mixes) >= limit:
             break

@@ -15,6 +15,7 @@ from bassray.data.latents import LatentStats, latent_crop_pairs, list_latent_sha
 from bassray.data.time_stretch import TempoAugment
 from bassray.distributed.datasets import validate_shards
 from bassray.distributed.pipeline_stats import PipelineStats
+from bassray.models.pitch_classes import pitch_class_parts
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ class LatentCropper:
     """Row -> several normalised crops, seeded by (seed, key, rows this process has seen)."""
 
     def __init__(self, stats: LatentStats, crop_frames: int, crops_per_track: int, seed: int,
-                 counts: PipelineStats | None = None, augment: TempoAugment | None = None):
+                 counts: PipelineStats | None = None, augment: TempoAugment | None = None,
+                 class_parts: int = 0):
         self.stats = stats
+        self.class_parts = class_parts  # the U-Net's view of the pitch (bassray/models/pitch_classes.py)
         self.augment = augment
         self.counts = counts
         self.crop_frames = crop_frames
@@ -52,7 +55,8 @@ class LatentCropper:
         pairs = latent_crop_pairs(mix, target, self.crop_frames, self.crops_per_track, rng, self.augment)
         self._count(tracks_read=1, crops=len(pairs), tracks_too_short=not pairs)
         return [{"mix": self.stats.normalize_mix(m).astype(np.float32),
-                 "target": self.stats.normalize_target(t).astype(np.float32)} for m, t in pairs]
+                 "target": self.stats.diffused_target(t, self.class_parts).astype(np.float32)}
+                for m, t in pairs]
 
 
     def _count(self, **counts: int) -> None:
@@ -74,5 +78,6 @@ def latent_pairs_dataset(latent_dir: str | Path, split: str, config: Config, see
     passes = -(-min_files_per_epoch // len(paths))  # validate_shards leaves at least one
     dataset = ray.data.read_webdataset(paths * passes, decoder=None, shuffle="files", num_cpus=cpus)
     augment = TempoAugment.of(config) if split == "train" else None
-    cropper = LatentCropper(stats, frames, config.data.crops_per_segment, seed, counts, augment)
+    cropper = LatentCropper(stats, frames, config.data.crops_per_segment, seed, counts, augment,
+                            pitch_class_parts(config))
     return dataset.flat_map(cropper, num_cpus=cpus).randomize_block_order()

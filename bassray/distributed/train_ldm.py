@@ -111,7 +111,8 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
 
     from bassray.data.latents import load_latent_pairs
     from bassray.eval.conditioning import conditioning_losses, conditioning_losses_by_time
-    from bassray.models.unet1d import UNet1d
+    from bassray.models.pitch_classes import pitch_class_parts
+    from bassray.models.unet1d import unet_for
     from bassray.train.diffusion_step import DiffusionObjective
     from bassray.train.ema import EMA
 
@@ -122,7 +123,7 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
     if train_cfg.torch_threads > 0:
         torch.set_num_threads(train_cfg.torch_threads)
 
-    model = UNet1d(config.unet, config.bass_autoencoder.latent_dim, config.mix_autoencoder.latent_dim)
+    model = unet_for(config)
     micro = train_cfg.batch_size // world
     step_flops = 0.0
     if rank == 0:  # FLOPs of one real step, counted on one crop (they grow linearly with the batch)
@@ -162,7 +163,8 @@ def ldm_train_loop(loop_config: dict[str, Any]) -> None:
                                  "resume/ema_updates": ema.num_updates}, step=start_step)
         try:
             mix, target, tracks = load_latent_pairs(loop_config["latent_dir"], "val", train_cfg.crop_frames,
-                                                    limit=128, crops_per_track=4, with_tracks=True)
+                                                    limit=128, crops_per_track=4, with_tracks=True,
+                                                    class_parts=pitch_class_parts(config))
             val = (torch.from_numpy(mix).to(device), torch.from_numpy(target).to(device), tracks)
         except (FileNotFoundError, ValueError) as exc:
             log.warning("no validation latents (%s): validation losses are skipped", exc)

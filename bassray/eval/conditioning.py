@@ -105,9 +105,10 @@ def conditioning_report(bundle_dir: str, latent_dir: str, split: str = "val", cr
     """The three losses (and the paired gaps) for a diffusion bundle's EMA weights on a latent split."""
     from bassray.data.latents import load_latent_pairs
     from bassray.bundles.diffusion import load_diffusion_bundle
+    from bassray.models.pitch_classes import pitch_class_parts
     unet, _, _, _, config = load_diffusion_bundle(bundle_dir)
     frames = crop_frames or config.diffusion_training.crop_frames
     mix, target, tracks = load_latent_pairs(latent_dir, split, frames, limit, crops_per_track=crops_per_track,
-                                            with_tracks=True)
+                                            with_tracks=True, class_parts=pitch_class_parts(config))
     return {**conditioning_losses(unet, torch.from_numpy(mix), torch.from_numpy(target), groups=tracks),
             "crops": int(mix.shape[0]), "tracks": int(len(np.unique(tracks))), "split": split}

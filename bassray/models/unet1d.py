@@ -178,3 +178,10 @@ class UNet1d(nn.Module):
             if level > 0:
                 h = self.upsample[i](h)
         return self.output(F.silu(self.out_norm(h)))
+
+
+def unet_for(config) -> UNet1d:
+    """The U-Net of a whole config: it predicts the bass latent (its pitch as classes with
+    ``unet.pitch_classes``, bassray/models/pitch_classes.py) from the mix latent."""
+    from bassray.models.pitch_classes import diffused_target_dim
+    return UNet1d(config.unet, diffused_target_dim(config), config.mix_autoencoder.latent_dim)

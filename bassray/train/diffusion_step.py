@@ -8,6 +8,7 @@ import torch
 from bassray.config import Config
 from bassray.diffusion.schedule import v_loss
 from bassray.models.latent_layout import LatentLayout
+from bassray.models.pitch_classes import diffused_dim, pitch_class_parts, pitch_class_slice
 
 # The share of batches trained with the model's own x0 estimate as input (Chen et al. 2022's 0.5):
 # the rest teach the first sampling step, which has no previous estimate.
@@ -21,12 +22,14 @@ def self_condition_rate(config: Config) -> float:
 
 
 def code_channel_weight(config: Config) -> torch.Tensor:
-    """``[Dy]`` v-loss weights: ``pitch_loss_weight`` on the target latent's pitch-code channels and
-    ``rhythm_loss_weight`` on its rhythm-code channels (bassray/models/latent_layout.py), 1 on the
-    learnt ones."""
+    """v-loss weights over the diffused target's channels: ``pitch_loss_weight`` on the pitch code
+    (or its class channels and heights, bassray/models/pitch_classes.py), ``rhythm_loss_weight`` on
+    the rhythm code (bassray/models/latent_layout.py), 1 on the learnt channels."""
     layout = LatentLayout.of(config.bass_autoencoder)
-    weight = torch.ones(layout.total)
-    weight[layout.pitch_slice] = config.diffusion_training.pitch_loss_weight
+    class_parts = pitch_class_parts(config)
+    weight = torch.ones(diffused_dim(layout, class_parts))
+    weight[pitch_class_slice(layout, class_parts) if class_parts else layout.pitch_slice] = \
+        config.diffusion_training.pitch_loss_weight
     weight[layout.rhythm_slice] = config.diffusion_training.rhythm_loss_weight
     return weight
 
