@@ -154,7 +154,8 @@ class BassGenerator:
 
     @torch.no_grad()
     def style_mean(self, audio: np.ndarray) -> torch.Tensor:
-        """Time-average of a reference recording's normalised target latent as the U-Net diffuses it: ``[Dy]``."""
+        """Time-average of a reference recording's normalised target latent as the U-Net diffuses it:
+        ``[Dy]``, or ``[Dy + 10 P]`` with the pitch as classes (bassray/models/pitch_classes.py)."""
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)[None]
         return self._to_diffused((encode_chunked(self.target_ae, x) - self._tgt_mean) / self._tgt_std)[0].mean(-1)
 
