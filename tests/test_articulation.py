@@ -63,6 +63,34 @@ def test_the_true_bass_scores_one_against_itself():
     got = articulation_scores(features, features, line_midi=track.midi, reference_midi=track.midi)
     assert got["onset_f1"] == 1.0 and got["note_rate"] == 1.0 and got["sounding_iou"] == 1.0
     assert got["register_st"] == 0.0
+    assert got["pitch_change_rate"] == 1.0
+
+
+def pitch_change_rate(line_notes, reference_notes) -> float:
+    line, ref = render(line_notes), render(reference_notes)
+    return articulation_scores(articulation_features(line, RATE), articulation_features(ref, RATE),
+                               line_midi=track_pitch(line, RATE).midi,
+                               reference_midi=track_pitch(ref, RATE).midi)["pitch_change_rate"]
+
+
+def test_a_line_pedalling_one_chord_tone_scores_a_pitch_change_rate_near_zero():
+    notes = bass_line(per_bar=2)                        # root then fifth in every bar: 11 changes
+    pedal = [(ROOTS[0], s, e) for _, s, e in notes]     # the same rhythm on one note
+    assert pitch_change_rate(pedal, notes) < 0.15
+
+
+def test_a_line_moving_twice_as_often_scores_a_pitch_change_rate_near_two():
+    notes = [(ROOTS[int(s // 2.0) % len(ROOTS)], s, e) for _, s, e in bass_line(per_bar=2)]  # root per bar
+    moving = bass_line(per_bar=2)                                                              # root, fifth
+    assert 1.6 <= pitch_change_rate(moving, notes) <= 2.4
+
+
+def test_pitch_changes_ignore_rests_and_short_glitches():
+    from bassray.eval.articulation import pitch_changes
+    nan = np.nan
+    frames = [40.0] * 10 + [nan] * 10 + [40.2] * 10 + [47.0] * 1 + [40.0] * 10 + [43.0] * 10
+    assert pitch_changes(np.array(frames), frame_s=0.016) == 1     # the one-frame 47 is a glitch
+    assert pitch_changes(np.array([nan] * 5), frame_s=0.016) == 0
 
 
 def test_the_detector_finds_the_ground_truth_notes_of_a_clean_line():
