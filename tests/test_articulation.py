@@ -63,34 +63,37 @@ def test_the_true_bass_scores_one_against_itself():
     got = articulation_scores(features, features, line_midi=track.midi, reference_midi=track.midi)
     assert got["onset_f1"] == 1.0 and got["note_rate"] == 1.0 and got["sounding_iou"] == 1.0
     assert got["register_st"] == 0.0
-    assert got["pitch_change_rate"] == 1.0
+    assert got["pitch_change_f1"] == 1.0
 
 
-def pitch_change_rate(line_notes, reference_notes) -> float:
-    line, ref = render(line_notes), render(reference_notes)
-    return articulation_scores(articulation_features(line, RATE), articulation_features(ref, RATE),
-                               line_midi=track_pitch(line, RATE).midi,
-                               reference_midi=track_pitch(ref, RATE).midi)["pitch_change_rate"]
+def pitch_change_scores(line_notes, reference_notes) -> dict[str, float]:
+    from bassray.eval.articulation import pitch_change_scores
+    return pitch_change_scores(track_pitch(render(line_notes), RATE).midi,
+                               track_pitch(render(reference_notes), RATE).midi)
 
 
-def test_a_line_pedalling_one_chord_tone_scores_a_pitch_change_rate_near_zero():
-    notes = bass_line(per_bar=2)                        # root then fifth in every bar: 11 changes
+def test_a_line_pedalling_one_chord_tone_scores_no_pitch_changes():
+    notes = bass_line(per_bar=2)                        # root then fifth in every bar
     pedal = [(ROOTS[0], s, e) for _, s, e in notes]     # the same rhythm on one note
-    assert pitch_change_rate(pedal, notes) < 0.15
+    got = pitch_change_scores(pedal, notes)
+    assert got["pitch_change_f1"] == 0.0 and got["pitch_changes_per_s"] == 0.0
+    assert pitch_change_scores(notes, notes)["pitch_change_f1"] == 1.0
 
 
-def test_a_line_moving_twice_as_often_scores_a_pitch_change_rate_near_two():
-    notes = [(ROOTS[int(s // 2.0) % len(ROOTS)], s, e) for _, s, e in bass_line(per_bar=2)]  # root per bar
-    moving = bass_line(per_bar=2)                                                              # root, fifth
-    assert 1.6 <= pitch_change_rate(moving, notes) <= 2.4
+def test_a_line_moving_twice_as_often_finds_every_change_and_half_its_own():
+    notes = [(ROOTS[int(s // 2.0) % len(ROOTS)], s, e) for _, s, e in bass_line(per_bar=2)]  # a root per bar
+    moving = bass_line(per_bar=2)                                      # root and fifth: changes at every note
+    got, truth = pitch_change_scores(moving, notes), pitch_change_scores(notes, notes)
+    assert 0.55 <= got["pitch_change_f1"] <= 0.8                       # recall 1, precision 1/2
+    assert 1.6 <= got["pitch_changes_per_s"] / truth["pitch_changes_per_s"] <= 2.4
 
 
 def test_pitch_changes_ignore_rests_and_short_glitches():
-    from bassray.eval.articulation import pitch_changes
+    from bassray.eval.articulation import pitch_change_times
     nan = np.nan
     frames = [40.0] * 10 + [nan] * 10 + [40.2] * 10 + [47.0] * 1 + [40.0] * 10 + [43.0] * 10
-    assert pitch_changes(np.array(frames), frame_s=0.016) == 1     # the one-frame 47 is a glitch
-    assert pitch_changes(np.array([nan] * 5), frame_s=0.016) == 0
+    assert np.allclose(pitch_change_times(np.array(frames), frame_s=0.016), [41 * 0.016])  # the one-frame 47 is a glitch
+    assert pitch_change_times(np.array([nan] * 5), frame_s=0.016).size == 0
 
 
 def test_the_detector_finds_the_ground_truth_notes_of_a_clean_line():

@@ -64,7 +64,7 @@ LATENT_FILES_PER_EPOCH = 256
 
 # What the diffusion runs log of each bass line on the validation songs (val/<metric>_<kind>).
 VALIDATION_METRICS = ("chord_tone_coverage", "chord_tone", "chord_voiced_share", "onset_f1", "note_rate",
-                      "sounding_iou", "harmonic_share", "pitch_change_rate", "register_error_st")
+                      "sounding_iou", "harmonic_share", "pitch_change_f1", "pitch_changes_per_s", "register_error_st")
 
 
 def _validation_metrics(basses: list, songs: list[dict[str, Any]], kind: str) -> dict[str, float]:

@@ -13,10 +13,11 @@ data carry them):
   through the reference's rests, or rests where it plays, scores low;
 - ``harmonic_share``: the harmonic part's share of the energy below ``HARMONIC_MAX_HZ`` after
   librosa's harmonic/percussive separation: clicks, hiss and smeared noise are percussive;
-- ``pitch_change_rate``: how often the line moves to another pitch class, over how often the
-  reference does (changes of the pYIN track's nearest pitch class, each new class held at least
-  ``PITCH_HOLD_S``, a rest between two notes not counted as a change): a line that pedals one chord
-  tone under a moving bass line scores near 0, one that wanders between classes above 1;
+- ``pitch_change_f1`` and ``pitch_changes_per_s``: where and how often the line moves to another
+  pitch class (changes of the pYIN track's nearest pitch class, each new class held at least
+  ``PITCH_HOLD_S``, a rest between two notes of one class no change), matched within
+  ``PITCH_CHANGE_WINDOW_S`` to the reference's changes: a line that pedals one chord tone under a
+  moving bass line scores 0 on both, however well its notes agree with the chords;
 - ``register_st``: the median pitch of the line's voiced frames minus the reference's, in
   semitones, and ``register_error_st`` its size (pYIN tracks from bassray/eval/musical_fit.py).
 """
@@ -36,10 +37,11 @@ HARMONIC_MAX_HZ = 2000.0
 HPSS_FFT, HPSS_HOP = 2048, 256  # 7.8 Hz bins: a 41 Hz bass's partials are 5 bins apart
 HPSS_KERNEL = 31                # librosa's default median-filter length, in frames and in bins
 PITCH_HOLD_S = 0.05             # a pitch class held shorter than this is pYIN's glitch, not a note
+PITCH_CHANGE_WINDOW_S = 0.1     # pYIN settles on a new note a few 16 ms frames after its attack
 
 # Every key :func:`articulation_scores` returns, in the order the reports show them.
-ARTICULATION_COLUMNS = ("onset_f1", "note_rate", "sounding_iou", "harmonic_share", "pitch_change_rate",
-                        "register_error_st")
+ARTICULATION_COLUMNS = ("onset_f1", "note_rate", "sounding_iou", "harmonic_share", "pitch_change_f1",
+                        "pitch_changes_per_s", "register_error_st")
 
 
 @dataclass
@@ -119,9 +121,7 @@ def articulation_scores(line: Articulation, reference: Articulation,
         out["sounding_iou"] = float(np.sum(line.sounding[:n] & reference.sounding[:n]) / union)
         out["sounding_share"] = float(line.sounding[:n].mean())
     if line_midi is not None and reference_midi is not None:
-        reference_changes = pitch_changes(reference_midi)
-        if reference_changes:
-            out["pitch_change_rate"] = pitch_changes(line_midi) / reference_changes
+        out.update(pitch_change_scores(line_midi, reference_midi))
         a, b = line_midi[np.isfinite(line_midi)], reference_midi[np.isfinite(reference_midi)]
         if a.size and b.size:
             out["register_st"] = float(np.median(a) - np.median(b))
@@ -129,20 +129,39 @@ def articulation_scores(line: Articulation, reference: Articulation,
     return out
 
 
-def pitch_changes(midi: np.ndarray, frame_s: float | None = None) -> int:
-    """How many times a pitch track (fractional MIDI per frame, NaN unvoiced) moves to another pitch
-    class: voiced frames only, so a rest between two notes of one class is no change, and a class
-    must hold ``PITCH_HOLD_S`` to count (a shorter run is pYIN's glitch at an attack)."""
+def pitch_change_times(midi: np.ndarray, frame_s: float | None = None) -> np.ndarray:
+    """Times (seconds from the first frame) at which a pitch track (fractional MIDI per frame, NaN
+    unvoiced) moves to another pitch class: voiced frames only, so a rest between two notes of one
+    class is no change, and a class must hold ``PITCH_HOLD_S`` to count (a shorter run is pYIN's
+    glitch at an attack)."""
     from bassray.eval.musical_fit import TRACK_HOP, TRACK_RATE
     frame_s = frame_s or TRACK_HOP / TRACK_RATE
     midi = np.asarray(midi, float)
-    classes = np.round(midi[np.isfinite(midi)]).astype(int) % 12
+    frames = np.flatnonzero(np.isfinite(midi))
+    classes = np.round(midi[frames]).astype(int) % 12
     if classes.size == 0:
-        return 0
-    starts = np.flatnonzero(np.diff(classes)) + 1  # runs of one class
-    lengths = np.diff(np.concatenate([[0], starts, [classes.size]]))
-    kept = classes[np.concatenate([[0], starts])][lengths * frame_s >= PITCH_HOLD_S]
-    return int(np.count_nonzero(np.diff(kept))) if kept.size else 0
+        return np.zeros(0)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(classes)) + 1])  # runs of one class
+    lengths = np.diff(np.concatenate([starts, [classes.size]]))
+    kept = starts[lengths * frame_s >= PITCH_HOLD_S]
+    moved = kept[1:][np.diff(classes[kept]) != 0]
+    return frames[moved] * frame_s
+
+
+def pitch_change_scores(line_midi: np.ndarray, reference_midi: np.ndarray,
+                        frame_s: float | None = None) -> dict[str, float]:
+    """``pitch_changes_per_s`` of a line's pitch track and ``pitch_change_f1`` of its changes
+    against the reference's (mir_eval within ``PITCH_CHANGE_WINDOW_S``; left out where the reference
+    never changes pitch class)."""
+    import mir_eval
+    from bassray.eval.musical_fit import TRACK_HOP, TRACK_RATE
+    frame_s = frame_s or TRACK_HOP / TRACK_RATE
+    line, reference = pitch_change_times(line_midi, frame_s), pitch_change_times(reference_midi, frame_s)
+    out = {"pitch_changes_per_s": line.size / max(len(line_midi) * frame_s, 1e-9)}
+    if reference.size:
+        out["pitch_change_f1"] = float(mir_eval.onset.f_measure(reference, line, window=PITCH_CHANGE_WINDOW_S)[0]
+                                       if line.size else 0.0)
+    return out
 
 
 def onset_scores(onsets: np.ndarray, reference_onsets: np.ndarray | None) -> dict[str, float]:

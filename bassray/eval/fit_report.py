@@ -78,8 +78,9 @@ def markdown_report(report: dict[str, Any], spectrograms: list[str]) -> str:
              "onset_f1: librosa onsets matched within 70 ms to the true bass's note onsets (mir_eval); "
              "note_rate: onsets over the true bass's note count; sounding_iou: frames within 30 dB of each "
              "file's peak, intersection over union with the true bass's; harmonic_share: HPSS harmonic "
-             "energy below 2 kHz; pitch_change_rate: changes of pitch class over the true bass's (a line "
-             "that pedals one chord tone scores near 0); register_error_st: distance of the median pitch from the true bass's, in semitones.", "",
+             "energy below 2 kHz; pitch_change_f1: the line's changes of pitch class matched within 100 ms "
+             "to the true bass's, and pitch_changes_per_s how many (a line that pedals one chord tone scores 0 on "
+             "both); register_error_st: distance of the median pitch from the true bass's, in semitones.", "",
              articulation_table(report), "",
              headline(report) + ".", "",
              "## Reconstruction fidelity of the bass autoencoder", "",
