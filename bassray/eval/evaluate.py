@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 KINDS = ("true", "reconstruction", "generated", "generated_no_snap", "unconditional", "other_song", "beat_grid",
          "mix_onsets")
 # Headline figures placed between floor (another song's bass) and ceiling (the true bass).
-FLOOR_TO_CEILING = ("chord_tone_coverage", "chord_tone", "onset_f1", "sounding_iou")
+FLOOR_TO_CEILING = ("chord_tone_coverage", "chord_tone", "onset_f1", "sounding_iou", "pitch_change_f1")
 
 
 CHORD_SOURCES = ("auto", "annotated", "estimated")
