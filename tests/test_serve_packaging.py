@@ -3,12 +3,14 @@
 venv, run outside the checkout."""
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -22,6 +24,23 @@ pytestmark = pytest.mark.slow
 SERVE_CLI = "import sys; from ray.serve.scripts import cli; sys.exit(cli())"
 
 
+class PortTaken(Exception):
+    """The port chosen was free, but something (often the server's own Ray workers) bound it first."""
+
+
+def _serve_on_a_free_port(make_command: Callable[[int], list[str]], env: dict, cwd: Path, log: Path) -> dict:
+    """:func:`_serve_and_check` on a free port, choosing again where the port was taken before the
+    server bound it (a race between choosing and binding that no choice can rule out)."""
+    for _ in range(3):
+        port = free_port()
+        try:
+            return _serve_and_check(make_command(port), port, env, cwd, log)
+        except PortTaken:
+            continue
+    raise AssertionError("three free ports were taken before the server could bind them:\n"
+                         + log.read_text(errors="replace")[-4000:])
+
+
 def _serve_and_check(command: list[str], port: int, env: dict, cwd: Path, log: Path) -> dict:
     """Start a server process group of our own, wait for /healthz, generate once, stop it by PID."""
     with log.open("w") as out:
@@ -30,11 +49,15 @@ def _serve_and_check(command: list[str], port: int, env: dict, cwd: Path, log: P
     try:
         deadline = time.monotonic() + 300
         while True:
-            assert proc.poll() is None, log.read_text(errors="replace")[-4000:]
+            if proc.poll() is not None:
+                text = log.read_text(errors="replace")
+                if "address already in use" in text:
+                    raise PortTaken(port)
+                raise AssertionError(text[-4000:])
             try:
                 if get_json(f"http://127.0.0.1:{port}/healthz")["status"] == "ok":
                     break
-            except OSError:
+            except (OSError, http.client.HTTPException):  # not up yet, or another program's port
                 pass
             assert time.monotonic() < deadline, "no answer in 5 minutes:\n" + log.read_text(errors="replace")[-4000:]
             time.sleep(1)
@@ -77,14 +100,15 @@ def test_serve_run_serves_a_registry_alias(tmp_path):
     tracker.finish()
     mlflow.MlflowClient(tracking_uri).set_registered_model_alias("bassray-diffusion", "production", version)
 
-    port = free_port()
-    config = _deploy_config(tmp_path, port, {"bundle": "models:/bassray-diffusion@production",
-                                             "tracking_uri": tracking_uri,
-                                             "bundle_cache": str(tmp_path / "cache")})
+    def command(port: int) -> list[str]:
+        config = _deploy_config(tmp_path, port, {"bundle": "models:/bassray-diffusion@production",
+                                                 "tracking_uri": tracking_uri,
+                                                 "bundle_cache": str(tmp_path / "cache")})
+        return [sys.executable, "-c", SERVE_CLI, "run", str(config)]
+
     env = cluster_env(BASSRAY_HOME=str(home))
     env.pop("MLFLOW_TRACKING_URI", None)
-    info = _serve_and_check([sys.executable, "-c", SERVE_CLI, "run", str(config)], port, env, REPO,
-                            tmp_path / "serve-run.log")
+    info = _serve_on_a_free_port(command, env, REPO, tmp_path / "serve-run.log")
     assert info["model"]["registry"] == {"model": "bassray-diffusion", "model_version": version,
                                          "run_id": tracker.run_id}
     assert (tmp_path / "cache" / "bassray-diffusion" / version / "bundle.json").exists()
@@ -117,11 +141,10 @@ def test_an_installed_wheel_serves_outside_the_checkout(tmp_path):
     assert (Path(where).with_name("page.html")).exists()
 
     bundle = write_untrained_bundle(tmp_path / "bundle", load_config("tiny"))
-    port = free_port()
-    config = _deploy_config(tmp_path, port, {"bundle": str(bundle)})
-    info = _serve_and_check([python, "-c", SERVE_CLI, "run", str(config)], port, env, tmp_path,
-                            tmp_path / "wheel-serve-run.log")
+    info = _serve_on_a_free_port(
+        lambda port: [python, "-c", SERVE_CLI, "run", str(_deploy_config(tmp_path, port, {"bundle": str(bundle)}))],
+        env, tmp_path, tmp_path / "wheel-serve-run.log")
     assert info["model"]["sample_rate"] == 16000
-    port = free_port()
-    _serve_and_check([python, "-m", "bassray.cli", "serve", str(bundle), "--port", str(port), "--device", "cpu"],
-                     port, env, tmp_path, tmp_path / "wheel-bassray-serve.log")
+    _serve_on_a_free_port(
+        lambda port: [python, "-m", "bassray.cli", "serve", str(bundle), "--port", str(port), "--device", "cpu"],
+        env, tmp_path, tmp_path / "wheel-bassray-serve.log")
