@@ -2,18 +2,15 @@
 through the MLflow registry, serves it on 127.0.0.1 and stops on SIGTERM."""
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
 from bassray.bench.untrained_bundle import write_untrained_bundle
 from bassray.config import load_config
-from ray_cluster import cluster_env, free_port
-from serve_client import generate_once, get_json
+from ray_cluster import REPO, cluster_env
+from serve_client import serve_on_a_free_port
 
 pytestmark = pytest.mark.slow
 
@@ -30,36 +27,16 @@ def registered_bundle(home) -> tuple[str, str]:
 def test_serve_a_registered_model(tmp_path):
     home = tmp_path / "home"
     version, run_id = registered_bundle(home)
-    port = free_port()
     env = cluster_env(BASSRAY_HOME=str(home))
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([sys.executable, "-m", "bassray.cli", "serve", "models:/bassray-diffusion/latest",
-                             "--port", str(port), "--device", "cpu"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            try:
-                if get_json(f"http://127.0.0.1:{port}/healthz")["status"] == "ok":
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "bassray serve did not answer in 4 minutes"
-            time.sleep(1)
-        info = get_json(f"http://127.0.0.1:{port}/info")
-        assert info["model"]["registry"] == {"model": "bassray-diffusion", "model_version": version, "run_id": run_id}
-        assert (home / "bundle-cache" / "bassray-diffusion" / version / "bundle.json").exists()
-        audio, rate = generate_once(port)
-        assert rate == 16000 and len(audio) == 32000
-    finally:
-        proc.send_signal(signal.SIGTERM)  # serve.shutdown(), then Ray's own shutdown at exit
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-    assert proc.returncode == 0, proc.stdout.read()[-3000:]
+    log = tmp_path / "serve.log"
+    info, exit_code = serve_on_a_free_port(
+        lambda port: [sys.executable, "-m", "bassray.cli", "serve", "models:/bassray-diffusion/latest",
+                      "--port", str(port), "--device", "cpu"], env, REPO, log,
+        stop_signal=signal.SIGTERM, timeout_s=240)  # SIGTERM: serve.shutdown(), then Ray's own at exit
+    assert info["model"]["registry"] == {"model": "bassray-diffusion", "model_version": version, "run_id": run_id}
+    assert (home / "bundle-cache" / "bassray-diffusion" / version / "bundle.json").exists()
+    assert exit_code == 0, log.read_text(errors="replace")[-3000:]
 
 
 def test_serve_refuses_before_starting_anything(tmp_path, monkeypatch, caplog):

@@ -3,75 +3,20 @@
 venv, run outside the checkout."""
 from __future__ import annotations
 
-import http.client
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
 
 from bassray.bench.untrained_bundle import write_untrained_bundle
 from bassray.config import load_config
-from ray_cluster import REPO, cluster_env, free_port
-from serve_client import generate_once, get_json
+from ray_cluster import REPO, cluster_env
+from serve_client import serve_on_a_free_port
 
 pytestmark = pytest.mark.slow
 SERVE_CLI = "import sys; from ray.serve.scripts import cli; sys.exit(cli())"
-
-
-class PortTaken(Exception):
-    """The port chosen was free, but something (often the server's own Ray workers) bound it first."""
-
-
-def _serve_on_a_free_port(make_command: Callable[[int], list[str]], env: dict, cwd: Path, log: Path) -> dict:
-    """:func:`_serve_and_check` on a free port, choosing again where the port was taken before the
-    server bound it (a race between choosing and binding that no choice can rule out)."""
-    for _ in range(3):
-        port = free_port()
-        try:
-            return _serve_and_check(make_command(port), port, env, cwd, log)
-        except PortTaken:
-            continue
-    raise AssertionError("three free ports were taken before the server could bind them:\n"
-                         + log.read_text(errors="replace")[-4000:])
-
-
-def _serve_and_check(command: list[str], port: int, env: dict, cwd: Path, log: Path) -> dict:
-    """Start a server process group of our own, wait for /healthz, generate once, stop it by PID."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                text = log.read_text(errors="replace")
-                if "address already in use" in text:
-                    raise PortTaken(port)
-                raise AssertionError(text[-4000:])
-            try:
-                if get_json(f"http://127.0.0.1:{port}/healthz")["status"] == "ok":
-                    break
-            except (OSError, http.client.HTTPException):  # not up yet, or another program's port
-                pass
-            assert time.monotonic() < deadline, "no answer in 5 minutes:\n" + log.read_text(errors="replace")[-4000:]
-            time.sleep(1)
-        info = get_json(f"http://127.0.0.1:{port}/info")
-        audio, rate = generate_once(port)
-        assert rate == 16000 and len(audio) == 32000
-        return info
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 def _deploy_config(tmp_path: Path, port: int, args: dict) -> Path:
@@ -108,7 +53,7 @@ def test_serve_run_serves_a_registry_alias(tmp_path):
 
     env = cluster_env(BASSRAY_HOME=str(home))
     env.pop("MLFLOW_TRACKING_URI", None)
-    info = _serve_on_a_free_port(command, env, REPO, tmp_path / "serve-run.log")
+    info, _ = serve_on_a_free_port(command, env, REPO, tmp_path / "serve-run.log")
     assert info["model"]["registry"] == {"model": "bassray-diffusion", "model_version": version,
                                          "run_id": tracker.run_id}
     assert (tmp_path / "cache" / "bassray-diffusion" / version / "bundle.json").exists()
@@ -141,10 +86,10 @@ def test_an_installed_wheel_serves_outside_the_checkout(tmp_path):
     assert (Path(where).with_name("page.html")).exists()
 
     bundle = write_untrained_bundle(tmp_path / "bundle", load_config("tiny"))
-    info = _serve_on_a_free_port(
+    info, _ = serve_on_a_free_port(
         lambda port: [python, "-c", SERVE_CLI, "run", str(_deploy_config(tmp_path, port, {"bundle": str(bundle)}))],
         env, tmp_path, tmp_path / "wheel-serve-run.log")
     assert info["model"]["sample_rate"] == 16000
-    _serve_on_a_free_port(
+    serve_on_a_free_port(
         lambda port: [python, "-m", "bassray.cli", "serve", str(bundle), "--port", str(port), "--device", "cpu"],
         env, tmp_path, tmp_path / "wheel-bassray-serve.log")
