@@ -27,7 +27,7 @@ def cmd_data_synth(args) -> int:
     from bassray.data.synth import synthesize_dataset
     manifest = synthesize_dataset(args.out_dir, num_songs=args.songs, config=_config(args),
                                   seed=args.seed, soundfont=args.soundfont,
-                                  song_seconds=args.seconds)
+                                  song_seconds=args.seconds, texture=args.texture)
     print(json.dumps({k: manifest[k] for k in ("splits",) if k in manifest}, indent=2))
     return 0
 
@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soundfont", type=Path, default=None,
                    help="a General MIDI .sf2 (default: TimGM6mb.sf2 from pretty_midi's wheel)")
     p.add_argument("--seconds", type=float, default=None, help="song length (default: config)")
+    from bassray.data.synth import TEXTURES
+    p.add_argument("--texture", choices=TEXTURES, default="band",
+                   help="band: drums, bass, comping and lead; ensemble: no drums, chords attacked with a "
+                        "legato bass (hymns, chamber music)")
     _add_config(p)
     p.set_defaults(func=cmd_data_synth)
 

@@ -43,6 +43,8 @@ BASS_PROGRAMS = (32, 33, 34, 35, 36, 37, 38, 39)  # acoustic, finger, pick, fret
 # silent within about half a second of its last note.
 COMP_PROGRAMS = (0, 1, 4, 5, 11, 16, 17, 18, 24, 25, 26, 27)
 LEAD_PROGRAMS = (0, 11, 26, 40, 56, 66, 71, 73, 80, 81)
+# A drumless song's chords: instruments that sustain a chord (piano, organs, guitar, strings, choir).
+ENSEMBLE_PROGRAMS = (0, 4, 16, 19, 24, 48, 52)
 TEMPO_RANGE = (70, 180)
 NOTE_FIELDS = ("pitch", "start", "end", "velocity")
 
@@ -149,10 +151,7 @@ def compose_song(seed: int, seconds: float, groove: str | None = None) -> Song:
     if groove is not None and groove not in P.DRUM_GROOVES:
         raise ValueError(f"unknown drum groove {groove!r}; grooves are {', '.join(sorted(P.DRUM_GROOVES))}")
     rng = np.random.default_rng(seed)
-    tempo = float(rng.integers(TEMPO_RANGE[0], TEMPO_RANGE[1] + 1))
-    tonic, mode = int(rng.integers(12)), _pick(rng, ("major", "minor"))
-    family = _pick(rng, sorted(PROGRESSIONS))
-    cycle = [make_chord(tonic, n) for n in PROGRESSIONS[family][mode].split()]
+    tempo, tonic, mode, family, cycle = _harmony(rng)
     # Fast songs sometimes hold each chord for two bars.
     bars_per_chord = 2 if tempo >= 130 and family != "blues_12bar" and rng.random() < 0.5 else 1
     drawn_groove = _pick(rng, sorted(P.DRUM_GROOVES))   # drawn either way: the same seed, the same rest
@@ -178,10 +177,7 @@ def compose_song(seed: int, seconds: float, groove: str | None = None) -> Song:
         t0 = b * bar
         chord = cycle[(b // bars_per_chord) % len(cycle)]
         next_chord = cycle[((b + 1) // bars_per_chord) % len(cycle)]
-        if chords and chords[-1]["symbol"] == chord["symbol"]:
-            chords[-1]["end"] = t0 + bar          # a chord held on: one span
-        else:
-            chords.append(dict(chord, start=t0, end=t0 + bar))
+        _extend_chords(chords, chord, t0, t0 + bar)
         if b >= drum_start_bar and b not in rest_bars:
             phrase_bar = (b - drum_start_bar) % 8
             # No crash just before a break: its tail would ring on into the silence.
@@ -190,21 +186,89 @@ def compose_song(seed: int, seconds: float, groove: str | None = None) -> Song:
         if b not in rest_bars:
             bass += P.bass_bar(bass_pattern, chord, next_chord, kick_beats, t0, beat, rng)
         comp += P.comp_bar(comp_pattern, chord, t0, beat, rng)
-        if b % 2 == 0:
-            lead_phrase = lead_program is not None and rng.random() < 0.6   # 2-bar phrases
-        if lead_phrase:
-            notes, melody_pitch = P.melody_bar(chord, scale, tonic, melody_pitch, t0, beat, rng)
-            lead += notes
+        lead_phrase, melody_pitch = _lead_bar(lead, lead_program, lead_phrase, b, chord, scale, tonic,
+                                              melody_pitch, t0, beat, rng)
 
+    roles = [("bass", bass_program, False, bass), ("drums", 0, True, drums),
+             ("comping", comp_program, False, comp)]
+    patterns = {"bass": bass_pattern, "drums": groove, "comping": comp_pattern,
+                "lead": "melody" if lead_program is not None else None,
+                "bars_per_chord": str(bars_per_chord)}
+    return _song(seed, seconds, tempo, tonic, mode, family, patterns, chords, roles, lead_program, lead,
+                 rest_bars, rng)
+
+
+def compose_ensemble_song(seed: int, seconds: float, rhythm: str | None = None) -> Song:
+    """A song without drums (a hymn, a chamber piece, a ballad): block chords on a sustaining
+    instrument attacked with the bass, a chord a beat, half bar or bar (``rhythm``, else drawn), an
+    optional lead melody, and a legato bass that plays throughout. Same seed, same song."""
+    if seconds <= 0:
+        raise ValueError(f"song length must be positive, got {seconds} s")
+    if rhythm is not None and rhythm not in P.ENSEMBLE_RHYTHMS:
+        raise ValueError(f"unknown ensemble rhythm {rhythm!r}; rhythms are {', '.join(P.ENSEMBLE_RHYTHMS)}")
+    rng = np.random.default_rng(seed)
+    tempo, tonic, mode, family, cycle = _harmony(rng)
+    drawn_rhythm = _pick(rng, P.ENSEMBLE_RHYTHMS)
+    rhythm = rhythm if rhythm is not None else drawn_rhythm
+    bass_program, upper_program = _pick(rng, BASS_PROGRAMS), _pick(rng, ENSEMBLE_PROGRAMS)
+    lead_program = _pick(rng, LEAD_PROGRAMS) if rng.random() < 0.7 else None
+    beat = 60.0 / tempo
+    bar = P.BEATS_PER_BAR * beat
+    scale = MODES[mode]
+    chords, bass, comp, lead = [], [], [], []
+    melody_pitch, lead_phrase = P.LEAD_LOW + 7 + tonic, False
+    for b in range(int(np.ceil(seconds / bar - 1e-9))):
+        t0 = b * bar
+        chord, next_chord = cycle[b % len(cycle)], cycle[(b + 1) % len(cycle)]
+        _extend_chords(chords, chord, t0, t0 + bar)
+        bass += P.ensemble_bass_bar(rhythm, chord, next_chord, scale, tonic, t0, beat, rng)
+        comp += P.ensemble_comp_bar(rhythm, chord, t0, beat, rng)
+        lead_phrase, melody_pitch = _lead_bar(lead, lead_program, lead_phrase, b, chord, scale, tonic,
+                                              melody_pitch, t0, beat, rng)
+    roles = [("bass", bass_program, False, bass), ("comping", upper_program, False, comp)]
+    patterns = {"bass": f"ensemble_{rhythm}", "drums": None, "comping": f"ensemble_{rhythm}",
+                "lead": "melody" if lead_program is not None else None, "bars_per_chord": "1"}
+    return _song(seed, seconds, tempo, tonic, mode, family, patterns, chords, roles, lead_program, lead,
+                 [], rng)
+
+
+def _harmony(rng: np.random.Generator) -> tuple[float, int, str, str, list[dict[str, Any]]]:
+    """Tempo, tonic, mode, progression family and its chord cycle, drawn in this order."""
+    tempo = float(rng.integers(TEMPO_RANGE[0], TEMPO_RANGE[1] + 1))
+    tonic, mode = int(rng.integers(12)), _pick(rng, ("major", "minor"))
+    family = _pick(rng, sorted(PROGRESSIONS))
+    return tempo, tonic, mode, family, [make_chord(tonic, n) for n in PROGRESSIONS[family][mode].split()]
+
+
+def _extend_chords(chords: list[dict[str, Any]], chord: dict[str, Any], start: float, end: float) -> None:
+    if chords and chords[-1]["symbol"] == chord["symbol"]:
+        chords[-1]["end"] = end          # a chord held on: one span
+    else:
+        chords.append(dict(chord, start=start, end=end))
+
+
+def _lead_bar(lead: list[P.Note], lead_program: int | None, lead_phrase: bool, b: int, chord: dict,
+              scale: list[int], tonic: int, melody_pitch: int, t0: float, beat: float,
+              rng: np.random.Generator) -> tuple[bool, int]:
+    """Bar ``b`` of the lead melody (2-bar phrases, some silent) appended to ``lead``."""
+    if b % 2 == 0:
+        lead_phrase = lead_program is not None and rng.random() < 0.6
+    if lead_phrase:
+        notes, melody_pitch = P.melody_bar(chord, scale, tonic, melody_pitch, t0, beat, rng)
+        lead += notes
+    return lead_phrase, melody_pitch
+
+
+def _song(seed: int, seconds: float, tempo: float, tonic: int, mode: str, family: str,
+          patterns: dict[str, str | None], chords: list[dict[str, Any]], roles: list, lead_program: int | None,
+          lead: list[P.Note], rest_bars: list[int], rng: np.random.Generator) -> Song:
     duration = float(seconds)
     for c in chords:
         c["start"], c["end"] = round(c["start"], 4), round(min(c["end"], duration), 4)
     chords = [c for c in chords if c["start"] < duration]
     stems: dict[str, list[Part]] = {}
-    roles = [("bass", bass_program, False, bass), ("drums", 0, True, drums),
-             ("comping", comp_program, False, comp)]
     if lead_program is not None:
-        roles.append(("lead", lead_program, False, lead))
+        roles = roles + [("lead", lead_program, False, lead)]
     for role, program, is_drum, notes in roles:
         # Two roles of one instrument family (e.g. piano comping and piano lead) share a stem.
         stems.setdefault(stem_name_for(program, is_drum), []).append(
@@ -214,9 +278,6 @@ def compose_song(seed: int, seconds: float, groove: str | None = None) -> Song:
                 for name in stems}
     pans = {name: 0.0 if name in ("bass", "drums") else round(float(rng.uniform(-0.5, 0.5)), 2)
             for name in stems}
-    patterns = {"bass": bass_pattern, "drums": groove, "comping": comp_pattern,
-                "lead": "melody" if lead_program is not None else None,
-                "bars_per_chord": str(bars_per_chord)}
     return Song(seed=seed, duration=duration, tempo=tempo, tonic=tonic, mode=mode,
                 progression=family, patterns=patterns, chords=chords, stems=stems,
                 gains_db=gains_db, pans=pans, bass_rest_bars=rest_bars)

@@ -57,6 +57,11 @@ GROOVE_BASS_PATTERNS: dict[str, tuple[str, ...]] = {
     "jazz_ride": ("walking",),
 }
 COMP_PATTERNS = ("sustained", "quarters", "offbeats", "arpeggiated", "charleston")
+# Songs without drums (hymns, chamber music, ballads) take one of these rhythms: the chords and the
+# bass attack together, a chord a beat, a half bar or a bar, so the bass's rhythm is audible in the
+# upper parts alone, as a chorale's is (docs/results.md, "Real compositions").
+ENSEMBLE_RHYTHMS = ("quarters", "halves", "whole")
+_ENSEMBLE_BEATS = {"quarters": 1, "halves": 2, "whole": 4}
 
 
 def _vel(rng: np.random.Generator, base: int, spread: int = 8) -> int:
@@ -195,3 +200,34 @@ def melody_bar(chord: dict, scale: list[int], tonic: int, previous: int, t0: flo
             notes.append((pitch, t0 + pos * beat, t0 + (pos + length * 0.9) * beat, _vel(rng, 90)))
         pos += length
     return notes, pitch
+
+
+def _ensemble_step(rhythm: str) -> int:
+    if rhythm not in _ENSEMBLE_BEATS:
+        raise ValueError(f"unknown ensemble rhythm {rhythm!r}; choose one of {ENSEMBLE_RHYTHMS}")
+    return _ENSEMBLE_BEATS[rhythm]
+
+
+def ensemble_bass_bar(rhythm: str, chord: dict, next_chord: dict, scale: list[int], tonic: int,
+                      t0: float, beat: float, rng: np.random.Generator) -> list[Note]:
+    """One bar of a drumless song's bass in ``rhythm``: the root on the downbeat, then chord tones,
+    and in quarters the last beat a scale step into the next chord's root, held legato."""
+    step = _ensemble_step(rhythm)
+    root = bass_register(chord["root"])
+    tones = [root + i for i in chord["intervals"][1:3]] + [root + 12]
+    events = [(root, 0.0, step)]
+    for pos in range(step, BEATS_PER_BAR, step):
+        events.append((int(rng.choice(tones)), float(pos), step))
+    if rhythm == "quarters":
+        target = bass_register(next_chord["root"])
+        steps = [p for p in (target - 2, target - 1, target + 1, target + 2) if (p - tonic) % 12 in scale]
+        events[-1] = (int(rng.choice(steps or [target + 7])), 3.0, 1)
+    return _monophonic(events, t0, beat, rng, gate=0.95)
+
+
+def ensemble_comp_bar(rhythm: str, chord: dict, t0: float, beat: float,
+                      rng: np.random.Generator) -> list[Note]:
+    """One bar of block chords attacked with the bass: on every beat, half bar or bar."""
+    step = _ensemble_step(rhythm)
+    return [(p, t0 + pos * beat, t0 + (pos + step * 0.95) * beat, _vel(rng, 78))
+            for pos in range(0, BEATS_PER_BAR, step) for p in voicing(chord)]

@@ -20,9 +20,9 @@ import soundfile as sf
 
 from bassray.audio import conform
 from bassray.config import Config
-from bassray.data.compose import Song, compose_song, cut_ground_truth
+from bassray.data.compose import Song, compose_ensemble_song, compose_song, cut_ground_truth
 from bassray.data.ingest import segment_bounds
-from bassray.data.patterns import DRUM_GROOVES
+from bassray.data.patterns import DRUM_GROOVES, ENSEMBLE_RHYTHMS
 from bassray.data.shards import TrackSegment, split_at, write_manifest, write_shards
 
 log = logging.getLogger(__name__)
@@ -95,13 +95,26 @@ def render_song(song: Song, soundfont_bytes: bytes, sample_rate: int,
     return {name: (w * gain).astype(np.float32) for name, w in stems.items()}, gain
 
 
-def track_key(index: int) -> str:
-    return f"{TRACK_PREFIX}-{index:06d}"
+# What a synthetic song is: a band (drums, bass, comping, lead; bassray.data.compose.compose_song) or
+# an ensemble without drums (compose_ensemble_song). Each texture's songs have their own seeds and
+# track keys, so the two can be trained on together.
+TEXTURES = ("band", "ensemble")
+_TRACK_PREFIXES = {"band": TRACK_PREFIX, "ensemble": "ensemble"}
 
 
-def song_seed(seed: int, index: int) -> int:
+def _check_texture(texture: str) -> None:
+    if texture not in TEXTURES:
+        raise ValueError(f"unknown song texture {texture!r}; textures are {', '.join(TEXTURES)}")
+
+
+def track_key(index: int, texture: str = "band") -> str:
+    return f"{_TRACK_PREFIXES[texture]}-{index:06d}"
+
+
+def song_seed(seed: int, index: int, texture: str = "band") -> int:
     """Seed of song ``index``: independent of how many songs a run makes."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+    entropy = [seed, index] if texture == "band" else [seed, index, TEXTURES.index(texture)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 # A dataset's songs go through the drum grooves in seeded blocks, one of each per block, and each
@@ -112,24 +125,35 @@ GROOVES = tuple(sorted(DRUM_GROOVES))
 _GOLDEN = (5 ** 0.5 - 1) / 2
 
 
-def song_groove(seed: int, index: int) -> tuple[str, int]:
-    """Song ``index``'s drum groove and how many songs of that groove come before it."""
-    block, slot = divmod(index, len(GROOVES))
-    order = np.random.default_rng([seed, block, len(GROOVES)]).permutation(len(GROOVES))
-    return GROOVES[int(order[slot])], block
+def _grooves(texture: str) -> tuple[str, ...]:
+    """The rhythms a texture's songs go through: the drum grooves, or the ensemble's rhythms."""
+    _check_texture(texture)
+    return GROOVES if texture == "band" else ENSEMBLE_RHYTHMS
 
 
-def song_split(seed: int, index: int, val_fraction: float, test_fraction: float, split_seed: int) -> str:
+def song_groove(seed: int, index: int, texture: str = "band") -> tuple[str, int]:
+    """Song ``index``'s drum groove (an ensemble's rhythm) and how many songs of it come before it."""
+    grooves = _grooves(texture)
+    block, slot = divmod(index, len(grooves))
+    order = np.random.default_rng([seed, block, len(grooves)]).permutation(len(grooves))
+    return grooves[int(order[slot])], block
+
+
+def song_split(seed: int, index: int, val_fraction: float, test_fraction: float, split_seed: int,
+               texture: str = "band") -> str:
     """Song ``index``'s split, stratified by groove: of the first n songs of one groove, within
     two of n x fraction are held out in each of test and val."""
-    groove, rank = song_groove(seed, index)
-    start = np.random.default_rng([split_seed, seed, GROOVES.index(groove)]).random()
+    groove, rank = song_groove(seed, index, texture)
+    start = np.random.default_rng([split_seed, seed, _grooves(texture).index(groove)]).random()
     return split_at((start + rank * _GOLDEN) % 1.0, val_fraction, test_fraction)
 
 
-def indexed_song(seed: int, index: int, seconds: float) -> Song:
-    """Song ``index`` of the dataset with ``seed``."""
-    return compose_song(song_seed(seed, index), seconds, groove=song_groove(seed, index)[0])
+def indexed_song(seed: int, index: int, seconds: float, texture: str = "band") -> Song:
+    """Song ``index`` of the dataset with ``seed`` and ``texture``."""
+    groove = song_groove(seed, index, texture)[0]
+    if texture == "band":
+        return compose_song(song_seed(seed, index), seconds, groove=groove)
+    return compose_ensemble_song(song_seed(seed, index, texture), seconds, rhythm=groove)
 
 
 def _init_worker(soundfont: str | None, pool_worker: bool = False) -> None:
@@ -143,20 +167,20 @@ def _init_worker(soundfont: str | None, pool_worker: bool = False) -> None:
 _Rendered = tuple[int, Song, dict[str, np.ndarray], float, float]  # index, song, stems, gain, s
 
 
-def _render_task(task: tuple[int, int, float, int, int]) -> _Rendered:
-    """(song index, dataset seed, seconds, rate, channels) -> the rendered song."""
-    index, seed, seconds, sample_rate, channels = task
+def _render_task(task: tuple[int, int, float, int, int, str]) -> _Rendered:
+    """(song index, dataset seed, seconds, rate, channels, texture) -> the rendered song."""
+    index, seed, seconds, sample_rate, channels, texture = task
     started = time.perf_counter()
-    song = indexed_song(seed, index, seconds)
+    song = indexed_song(seed, index, seconds, texture)
     stems, gain = render_song(song, _worker_soundfont, sample_rate, channels)
     return index, song, stems, gain, time.perf_counter() - started
 
 
 def song_segments(index: int, song: Song, stems: dict[str, np.ndarray], gain: float,
-                  config: Config, split: str | None = None) -> Iterator[TrackSegment]:
+                  config: Config, split: str | None = None, texture: str = "band") -> Iterator[TrackSegment]:
     """Cut one rendered song into segments of at most ``config.data.segment_seconds``, each with
     the ground truth of its own time span."""
-    return truth_segments(track_key(index), song.ground_truth(), stems, gain, config, split)
+    return truth_segments(track_key(index, texture), song.ground_truth(), stems, gain, config, split)
 
 
 def truth_segments(track_id: str, truth: dict[str, Any], stems: dict[str, np.ndarray], gain: float,
@@ -187,15 +211,15 @@ class _SynthRun:
     """Renders songs (in a pool of up to ``workers`` processes) and streams their segments."""
 
     def __init__(self, num_songs: int, config: Config, seed: int, soundfont: str | None,
-                 seconds: float, workers: int):
-        self.num_songs, self.config, self.seed = num_songs, config, seed
+                 seconds: float, workers: int, texture: str = "band"):
+        self.num_songs, self.config, self.seed, self.texture = num_songs, config, seed, texture
         self.soundfont, self.seconds, self.workers = soundfont, seconds, workers
         self.stem_counts: dict[str, int] = {}
         self.render_seconds = 0.0
 
     def _results(self) -> Iterator[_Rendered]:
         audio = self.config.audio
-        tasks = [(i, self.seed, self.seconds, audio.sample_rate, audio.channels)
+        tasks = [(i, self.seed, self.seconds, audio.sample_rate, audio.channels, self.texture)
                  for i in range(self.num_songs)]
         if self.workers <= 1 or self.num_songs < _MIN_SONGS_FOR_POOL:
             _init_worker(self.soundfont)
@@ -212,27 +236,30 @@ class _SynthRun:
             for name in stems:
                 self.stem_counts[name] = self.stem_counts.get(name, 0) + 1
             log.info("synth: song %d/%d %s rendered in %.2fs (%s %s, %.0f BPM, %s, bass %s/%d, "
-                     "stems %s)", index + 1, self.num_songs, track_key(index), took, song.key,
+                     "stems %s)", index + 1, self.num_songs, track_key(index, self.texture), took, song.key,
                      song.mode, song.tempo, song.progression, song.patterns["bass"],
                      song.stems["bass"][0].program, ",".join(sorted(stems)))
             data = self.config.data
-            split = song_split(self.seed, index, data.val_fraction, data.test_fraction, data.split_seed)
-            yield from song_segments(index, song, stems, gain, self.config, split)
+            split = song_split(self.seed, index, data.val_fraction, data.test_fraction, data.split_seed,
+                               self.texture)
+            yield from song_segments(index, song, stems, gain, self.config, split, self.texture)
 
 
 def synthesize_dataset(out_dir: str | Path, num_songs: int, config: Config, seed: int = 0,
                        soundfont: str | Path | None = None, song_seconds: float | None = None,
-                       workers: int | None = None) -> dict[str, Any]:
+                       workers: int | None = None, texture: str = "band") -> dict[str, Any]:
     """Compose and render ``num_songs`` songs into audio shards plus ``manifest.json`` in
     ``out_dir``; returns the manifest. Song ``i`` and its split depend only on (seed, i, song
     length, the config's split fractions and seed).
 
+    ``texture``: "band" (drums, bass, comping, lead) or "ensemble" (no drums; bassray.data.compose).
     ``workers`` render processes (default: 2 when there are cores to spare beside the one that
     encodes FLAC and writes shards, else 1 -- on 2 busy cores a pool measured slower)."""
     if workers is None:
         workers = min(2, max(1, (os.cpu_count() or 1) - 1))
     if num_songs < 1:
         raise ValueError(f"num_songs must be at least 1, got {num_songs}")
+    _check_texture(texture)
     seconds = float(song_seconds if song_seconds is not None else config.data.synth_song_seconds)
     if seconds < config.data.crop_seconds:
         raise ValueError(f"songs of {seconds}s are shorter than one training crop "
@@ -240,14 +267,14 @@ def synthesize_dataset(out_dir: str | Path, num_songs: int, config: Config, seed
     soundfont_path = str(Path(soundfont).resolve()) if soundfont else None
     read_soundfont(soundfont_path)  # fail early with a clear message, before any worker starts
     data = config.data
-    run = _SynthRun(num_songs, config, seed, soundfont_path, seconds, workers)
+    run = _SynthRun(num_songs, config, seed, soundfont_path, seconds, workers, texture)
     started = time.perf_counter()
     splits = write_shards(run.segments(), out_dir, shard_target_mb=data.shard_target_mb,
                           val_fraction=data.val_fraction, test_fraction=data.test_fraction,
                           split_seed=data.split_seed)
     wall = time.perf_counter() - started
     manifest = {
-        "kind": "audio", "layout": "synthetic", "source": "synthetic", "seed": seed,
+        "kind": "audio", "layout": "synthetic", "source": "synthetic", "seed": seed, "texture": texture,
         "soundfont": soundfont_path or str(default_soundfont()),
         "sample_rate": config.audio.sample_rate, "channels": config.audio.channels,
         "target_stem": data.target_stem, "segment_seconds": data.segment_seconds,
