@@ -146,12 +146,7 @@ def _clip(notes: list[P.Note], duration: float) -> list[P.Note]:
 def compose_song(seed: int, seconds: float, groove: str | None = None) -> Song:
     """A whole song of ``seconds`` from ``seed`` (same seed and length -> same song); ``groove``
     sets the drum groove instead of drawing it (the rest of the song is what ``seed`` draws)."""
-    if seconds <= 0:
-        raise ValueError(f"song length must be positive, got {seconds} s")
-    if groove is not None and groove not in P.DRUM_GROOVES:
-        raise ValueError(f"unknown drum groove {groove!r}; grooves are {', '.join(sorted(P.DRUM_GROOVES))}")
-    rng = np.random.default_rng(seed)
-    tempo, tonic, mode, family, cycle = _harmony(rng)
+    rng, (tempo, tonic, mode, family, cycle) = _start(seed, seconds, "drum groove", groove, sorted(P.DRUM_GROOVES))
     # Fast songs sometimes hold each chord for two bars.
     bars_per_chord = 2 if tempo >= 130 and family != "blues_12bar" and rng.random() < 0.5 else 1
     drawn_groove = _pick(rng, sorted(P.DRUM_GROOVES))   # drawn either way: the same seed, the same rest
@@ -202,12 +197,7 @@ def compose_ensemble_song(seed: int, seconds: float, rhythm: str | None = None) 
     """A song without drums (a hymn, a chamber piece, a ballad): block chords on a sustaining
     instrument attacked with the bass, a chord a beat, half bar or bar (``rhythm``, else drawn), an
     optional lead melody, and a legato bass that plays throughout. Same seed, same song."""
-    if seconds <= 0:
-        raise ValueError(f"song length must be positive, got {seconds} s")
-    if rhythm is not None and rhythm not in P.ENSEMBLE_RHYTHMS:
-        raise ValueError(f"unknown ensemble rhythm {rhythm!r}; rhythms are {', '.join(P.ENSEMBLE_RHYTHMS)}")
-    rng = np.random.default_rng(seed)
-    tempo, tonic, mode, family, cycle = _harmony(rng)
+    rng, (tempo, tonic, mode, family, cycle) = _start(seed, seconds, "ensemble rhythm", rhythm, P.ENSEMBLE_RHYTHMS)
     drawn_rhythm = _pick(rng, P.ENSEMBLE_RHYTHMS)
     rhythm = rhythm if rhythm is not None else drawn_rhythm
     bass_program, upper_program = _pick(rng, BASS_PROGRAMS), _pick(rng, ENSEMBLE_PROGRAMS)
@@ -230,6 +220,16 @@ def compose_ensemble_song(seed: int, seconds: float, rhythm: str | None = None) 
                 "lead": "melody" if lead_program is not None else None, "bars_per_chord": "1"}
     return _song(seed, seconds, tempo, tonic, mode, family, patterns, chords, roles, lead_program, lead,
                  [], rng)
+
+
+def _start(seed: int, seconds: float, kind: str, chosen: str | None, options) -> tuple[np.random.Generator, tuple]:
+    """The song's generator and its harmony (:func:`_harmony`), after checking the length and ``chosen``."""
+    if seconds <= 0:
+        raise ValueError(f"song length must be positive, got {seconds} s")
+    if chosen is not None and chosen not in options:
+        raise ValueError(f"unknown {kind} {chosen!r}; choose one of {', '.join(options)}")
+    rng = np.random.default_rng(seed)
+    return rng, _harmony(rng)
 
 
 def _harmony(rng: np.random.Generator) -> tuple[float, int, str, str, list[dict[str, Any]]]:
