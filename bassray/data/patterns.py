@@ -60,8 +60,8 @@ COMP_PATTERNS = ("sustained", "quarters", "offbeats", "arpeggiated", "charleston
 # Songs without drums (hymns, chamber music, ballads) take one of these rhythms: the chords and the
 # bass attack together, a chord a beat, a half bar or a bar, so the bass's rhythm is audible in the
 # upper parts alone, as a chorale's is (docs/results.md, "Real compositions").
-ENSEMBLE_RHYTHMS = ("quarters", "halves", "whole")
-_ENSEMBLE_BEATS = {"quarters": 1, "halves": 2, "whole": 4}
+_ENSEMBLE_BEATS = {"quarters": 1, "halves": 2, "whole": 4}   # beats between attacks
+ENSEMBLE_RHYTHMS = tuple(_ENSEMBLE_BEATS)
 
 
 def _vel(rng: np.random.Generator, base: int, spread: int = 8) -> int:

@@ -11,8 +11,9 @@ import logging
 import multiprocessing
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pretty_midi
@@ -95,28 +96,6 @@ def render_song(song: Song, soundfont_bytes: bytes, sample_rate: int,
     return {name: (w * gain).astype(np.float32) for name, w in stems.items()}, gain
 
 
-# What a synthetic song is: a band (drums, bass, comping, lead; bassray.data.compose.compose_song) or
-# an ensemble without drums (compose_ensemble_song). Each texture's songs have their own seeds and
-# track keys, so the two can be trained on together.
-TEXTURES = ("band", "ensemble")
-_TRACK_PREFIXES = {"band": TRACK_PREFIX, "ensemble": "ensemble"}
-
-
-def _check_texture(texture: str) -> None:
-    if texture not in TEXTURES:
-        raise ValueError(f"unknown song texture {texture!r}; textures are {', '.join(TEXTURES)}")
-
-
-def track_key(index: int, texture: str = "band") -> str:
-    return f"{_TRACK_PREFIXES[texture]}-{index:06d}"
-
-
-def song_seed(seed: int, index: int, texture: str = "band") -> int:
-    """Seed of song ``index``: independent of how many songs a run makes."""
-    entropy = [seed, index] if texture == "band" else [seed, index, TEXTURES.index(texture)]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
 # A dataset's songs go through the drum grooves in seeded blocks, one of each per block, and each
 # groove's songs are spread over the splits in proportion (a golden-ratio sequence from a seeded
 # start). Drawn per song, a groove's share wandered with the seed: seed 0's 160 songs trained on 28 %
@@ -125,15 +104,46 @@ GROOVES = tuple(sorted(DRUM_GROOVES))
 _GOLDEN = (5 ** 0.5 - 1) / 2
 
 
-def _grooves(texture: str) -> tuple[str, ...]:
-    """The rhythms a texture's songs go through: the drum grooves, or the ensemble's rhythms."""
-    _check_texture(texture)
-    return GROOVES if texture == "band" else ENSEMBLE_RHYTHMS
+@dataclass(frozen=True)
+class _Texture:
+    track_prefix: str
+    grooves: tuple[str, ...]          # what the songs go through in blocks: drum grooves or rhythms
+    compose: Callable[[int, float, str], Song]
+
+
+# What a synthetic song is: a band (drums, bass, comping, lead; bassray.data.compose.compose_song) or
+# an ensemble without drums (compose_ensemble_song). Each texture's songs have their own seeds and
+# track keys, so the two can be trained on together.
+_TEXTURES = {
+    "band": _Texture(TRACK_PREFIX, GROOVES, lambda seed, seconds, groove: compose_song(seed, seconds, groove=groove)),
+    "ensemble": _Texture("ensemble", ENSEMBLE_RHYTHMS,
+                         lambda seed, seconds, rhythm: compose_ensemble_song(seed, seconds, rhythm=rhythm)),
+}
+TEXTURES = tuple(_TEXTURES)
+
+
+def _texture(name: str) -> _Texture:
+    if name not in _TEXTURES:
+        raise ValueError(f"unknown song texture {name!r}; textures are {', '.join(TEXTURES)}")
+    return _TEXTURES[name]
+
+
+def track_key(index: int, texture: str = "band") -> str:
+    return f"{_texture(texture).track_prefix}-{index:06d}"
+
+
+def song_seed(seed: int, index: int, texture: str = "band") -> int:
+    """Seed of song ``index``: independent of how many songs a run makes (band songs keep the seeds
+    they had before there were other textures)."""
+    _texture(texture)
+    number = TEXTURES.index(texture)
+    entropy = [seed, index, number] if number else [seed, index]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def song_groove(seed: int, index: int, texture: str = "band") -> tuple[str, int]:
     """Song ``index``'s drum groove (an ensemble's rhythm) and how many songs of it come before it."""
-    grooves = _grooves(texture)
+    grooves = _texture(texture).grooves
     block, slot = divmod(index, len(grooves))
     order = np.random.default_rng([seed, block, len(grooves)]).permutation(len(grooves))
     return grooves[int(order[slot])], block
@@ -144,16 +154,14 @@ def song_split(seed: int, index: int, val_fraction: float, test_fraction: float,
     """Song ``index``'s split, stratified by groove: of the first n songs of one groove, within
     two of n x fraction are held out in each of test and val."""
     groove, rank = song_groove(seed, index, texture)
-    start = np.random.default_rng([split_seed, seed, _grooves(texture).index(groove)]).random()
+    start = np.random.default_rng([split_seed, seed, _texture(texture).grooves.index(groove)]).random()
     return split_at((start + rank * _GOLDEN) % 1.0, val_fraction, test_fraction)
 
 
 def indexed_song(seed: int, index: int, seconds: float, texture: str = "band") -> Song:
     """Song ``index`` of the dataset with ``seed`` and ``texture``."""
-    groove = song_groove(seed, index, texture)[0]
-    if texture == "band":
-        return compose_song(song_seed(seed, index), seconds, groove=groove)
-    return compose_ensemble_song(song_seed(seed, index, texture), seconds, rhythm=groove)
+    return _texture(texture).compose(song_seed(seed, index, texture), seconds,
+                                     song_groove(seed, index, texture)[0])
 
 
 def _init_worker(soundfont: str | None, pool_worker: bool = False) -> None:
@@ -259,7 +267,7 @@ def synthesize_dataset(out_dir: str | Path, num_songs: int, config: Config, seed
         workers = min(2, max(1, (os.cpu_count() or 1) - 1))
     if num_songs < 1:
         raise ValueError(f"num_songs must be at least 1, got {num_songs}")
-    _check_texture(texture)
+    _texture(texture)   # an unknown texture fails here, before any rendering
     seconds = float(song_seconds if song_seconds is not None else config.data.synth_song_seconds)
     if seconds < config.data.crop_seconds:
         raise ValueError(f"songs of {seconds}s are shorter than one training crop "
